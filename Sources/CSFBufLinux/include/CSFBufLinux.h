@@ -1,0 +1,1 @@
+int sfb_placeholder(void);

@@ -1,0 +1,2 @@
+#include "CSFBufLinux.h"
+int sfb_placeholder(void){return 0;}

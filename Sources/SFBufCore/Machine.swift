@@ -1,0 +1,145 @@
+// The narrow interface between the portable sf_buf algorithm and a machine.
+//
+// A machine is whatever owns the window of virtual address space: the Linux host (real
+// `mmap`), the simulated SMP machine (page tables and TLBs that go stale), or the bare-metal
+// i386 kernel (real PTEs, `invlpg`, IPIs). The allocator never touches a page table itself.
+
+/// The identity of one physical page, as the allocator's hash sees it.
+///
+/// Two values are the same page exactly when they compare equal. `hashKey` must be equal for
+/// equal pages; the allocator mixes it, so a plain "object number and page index" packing
+/// is good enough.
+public protocol SFBufPageKey: Equatable {
+  /// A value that is equal for equal pages.
+  var hashKey: UInt { get }
+}
+
+/// A set of CPUs, numbered 0 to 63: the CPUs whose TLBs are known to hold a slot's current
+/// translation (FreeBSD's `cpuset_t` in `struct sf_buf`).
+public struct CPUSet: Equatable, Sendable {
+  /// Bit `n` stands for CPU `n`.
+  public var bits: UInt64
+
+  /// The set of the given bits.
+  @inlinable public init(bits: UInt64 = 0) { self.bits = bits }
+
+  /// The set holding only `cpu`.
+  @inlinable public init(cpu: Int) { self.bits = 1 &<< UInt64(cpu) }
+
+  /// CPUs `0 ..< count`.
+  @inlinable public static func first(_ count: Int) -> CPUSet {
+    count >= 64 ? CPUSet(bits: ~0) : CPUSet(bits: (1 &<< UInt64(count)) &- 1)
+  }
+
+  /// The empty set.
+  @inlinable public static var none: CPUSet { CPUSet() }
+
+  /// Whether the set holds no CPU.
+  @inlinable public var isEmpty: Bool { bits == 0 }
+  /// How many CPUs the set holds.
+  @inlinable public var count: Int { bits.nonzeroBitCount }
+  /// Whether `cpu` is in the set.
+  @inlinable public func contains(_ cpu: Int) -> Bool { bits & (1 &<< UInt64(cpu)) != 0 }
+  /// Adds `cpu`.
+  @inlinable public mutating func insert(_ cpu: Int) { bits |= 1 &<< UInt64(cpu) }
+  /// Adds every CPU of `other`.
+  @inlinable public mutating func formUnion(_ other: CPUSet) { bits |= other.bits }
+  /// The CPUs of `self` that are not in `other`.
+  @inlinable public func subtracting(_ other: CPUSet) -> CPUSet { CPUSet(bits: bits & ~other.bits) }
+}
+
+/// How an allocation may behave when no slot is free (`SFB_*` flags of sf_buf(9)).
+public struct SFBufFlags: OptionSet, Sendable, Hashable {
+  public let rawValue: Int32
+  @inlinable public init(rawValue: Int32) { self.rawValue = rawValue }
+
+  /// `SFB_CATCH`: sleep interruptibly; a signal (or task cancellation) while waiting makes
+  /// the allocation fail with ``SFBufError/interrupted``.
+  public static let interruptible = SFBufFlags(rawValue: 1)
+  /// `SFB_CPUPRIVATE`: the mapping need only be valid on the calling CPU. The caller must be
+  /// pinned (`sched_pin`) and touch the address on that CPU only.
+  public static let cpuPrivate = SFBufFlags(rawValue: 2)
+  /// `SFB_NOWAIT`: fail with ``SFBufError/wouldBlock`` instead of sleeping.
+  public static let noWait = SFBufFlags(rawValue: 4)
+}
+
+/// Why an allocation returned no mapping.
+///
+/// The kernel interface returns `NULL` for all three; the Swift interface says which.
+public enum SFBufError: Error, Equatable, Sendable {
+  /// `SFB_NOWAIT` was given and every slot was in use.
+  case wouldBlock
+  /// `SFB_CATCH` was given and a signal (or cancellation) arrived while waiting.
+  case interrupted
+  /// The machine refused to map the page (`errno` from the host, or a machine code). The
+  /// slot went back to the pool; the counters count the failure in `sf_allocfail`.
+  case mappingRefused(errno: Int32)
+}
+
+/// The machine refused a mapping; `code` is an `errno` value on a host.
+public struct SFBufMapError: Error, Sendable {
+  /// The `errno` (or machine-specific code) of the refusal.
+  public var code: Int32
+  @inlinable public init(code: Int32) { self.code = code }
+}
+
+/// What the portable allocator needs from a machine.
+///
+/// Calls marked *locked* are made with the machine's pool lock held (``lock()``); the others
+/// are made without it. A machine is used by one allocator.
+public protocol SFBufMachine: AnyObject {
+  /// A physical page.
+  associatedtype Page: SFBufPageKey
+  /// The state one waiting thread (or task) sleeps on.
+  associatedtype Sleeper: AnyObject
+
+  // MARK: The pool lock
+
+  /// Takes the lock that serialises the allocator (FreeBSD's `sf_buf_lock`).
+  func lock()
+  /// Releases it.
+  func unlock()
+
+  // MARK: Mapping
+
+  /// Makes `slot` map `page` (`pmap_qenter`), replacing whatever it mapped. *Locked.*
+  ///
+  /// - Returns: whether the slot's previous translation was valid **and** had been used
+  ///   (accessed bit set), that is, whether some TLB may still hold it.
+  /// - Throws: when the machine cannot map the page. The slot must then map nothing (or
+  ///   still its old page); the allocator forgets its old page either way.
+  func map(_ page: Page, slot: Int) throws(SFBufMapError) -> Bool
+
+  /// Whether this machine keeps per-CPU TLBs that the allocator must invalidate. When false
+  /// (a host whose kernel keeps TLBs coherent), the CPU-set rules are skipped entirely.
+  static var tracksTLBs: Bool { get }
+  /// The CPU the caller runs on. Read with the lock held.
+  var currentCPU: Int { get }
+  /// Every CPU of the machine.
+  var allCPUs: CPUSet { get }
+  /// Invalidates `slot`'s translation in the calling CPU's TLB (`invlpg`). *Locked.*
+  func invalidateLocal(slot: Int)
+  /// Invalidates `slot`'s translation on every CPU of `cpus` (one inter-processor
+  /// interrupt to the set, waited for). `cpus` never holds the calling CPU. *Locked.*
+  func shootdown(slot: Int, cpus: CPUSet)
+
+  // MARK: Caller checks
+
+  /// Whether the calling thread is pinned to its CPU (`sched_pin`).
+  var isPinned: Bool { get }
+  /// Whether `page` is wired (`vm_page_wire`); only wired pages may be mapped.
+  func isWired(_ page: Page) -> Bool
+
+  // MARK: Sleeping
+
+  /// A new sleeper for one waiting thread. Called rarely (a first sleep), with the lock held.
+  func makeSleeper() -> Sleeper
+  /// Readies `sleeper` for one sleep: a ``wake(_:)`` after this call must not be lost.
+  /// *Locked.*
+  func prepareToSleep(_ sleeper: Sleeper)
+  /// Blocks until ``wake(_:)`` is called for `sleeper` (returns `true`) or, only when
+  /// `interruptible`, until a signal arrives (returns `false`). Called without the lock.
+  func sleep(_ sleeper: Sleeper, interruptible: Bool) -> Bool
+  /// Ends the sleep of `sleeper`. *Locked.*
+  func wake(_ sleeper: Sleeper)
+}

@@ -1,0 +1,105 @@
+// A full consistency check of the allocator's state, for tests and stress runs.
+
+extension SFBufAllocator {
+  /// Checks every invariant of the allocator; returns a description of the first one that
+  /// does not hold, or `nil`.
+  ///
+  /// - every slot with no reference is on the free list exactly once, and no other slot is;
+  /// - the free count, `nsfbufsused` and `nsfbufspeak` agree with the slots;
+  /// - every slot holding a page is in the hash under that page's bucket, once; no page is
+  ///   cached by two slots; the hash holds nothing else;
+  /// - no sleeper waits while a free slot is promised to nobody.
+  ///
+  /// - Complexity: O(`nsfbufs`), with the lock held.
+  public func checkInvariants() -> String? {
+    machine.lock()
+    defer { machine.unlock() }
+    return invariantViolation()
+  }
+
+  func invariantViolation() -> String? {
+    let n = nsfbufs
+    var onFree = [Bool](repeating: false, count: n)
+    var count = 0
+    var prev: Int32 = -1
+    var s = freeHead
+    while s >= 0 {
+      if Int(s) >= n { return "free list holds \(s), not a slot" }
+      if onFree[Int(s)] { return "slot \(s) is on the free list twice" }
+      if slots[Int(s)].freePrev != prev { return "free list back link of slot \(s) is wrong" }
+      onFree[Int(s)] = true
+      count += 1
+      prev = s
+      s = slots[Int(s)].freeNext
+    }
+    if freeTail != prev { return "free list tail is \(freeTail), last slot is \(prev)" }
+    if count != freeCount { return "free count is \(freeCount), free list holds \(count)" }
+    var used = 0
+    for i in 0..<n {
+      let refs = slots[i].refs
+      if refs < 0 { return "slot \(i) has \(refs) references" }
+      if refs == 0 && !onFree[i] { return "slot \(i) has no reference but is not free" }
+      if refs > 0 && onFree[i] { return "slot \(i) has \(refs) references but is free" }
+      if refs > 0 { used += 1 }
+      if refs > 0 && slots[i].page == nil { return "slot \(i) is in use but maps no page" }
+    }
+    if used != counters.nsfbufsused {
+      return "nsfbufsused is \(counters.nsfbufsused), \(used) slots are in use"
+    }
+    if counters.nsfbufspeak < used { return "nsfbufspeak \(counters.nsfbufspeak) < used \(used)" }
+    var inHash = [Bool](repeating: false, count: n)
+    for b in 0..<(1 << (UInt.bitWidth - bucketShift)) {
+      var s = buckets[b]
+      var steps = 0
+      while s >= 0 {
+        steps += 1
+        if Int(s) >= n || steps > n { return "hash chain of bucket \(b) is corrupt" }
+        if inHash[Int(s)] { return "slot \(s) is in the hash twice" }
+        inHash[Int(s)] = true
+        guard let p = slots[Int(s)].page else { return "slot \(s) is hashed but maps no page" }
+        if bucket(p) != b { return "slot \(s) is in bucket \(b), its page hashes elsewhere" }
+        s = slots[Int(s)].hashNext
+      }
+    }
+    for i in 0..<n where slots[i].page != nil {
+      if !inHash[i] { return "slot \(i) maps a page but is not in the hash" }
+      if Int(lookup(slots[i].page!)) != i {
+        return "slot \(i)'s page is mapped by another slot too"
+      }
+    }
+    if waitHead != nil && freeCount > reserved {
+      return "a sleeper waits while \(freeCount - reserved) free slots are promised to nobody"
+    }
+    if reserved < 0 { return "reservations went negative (\(reserved))" }
+    return nil
+  }
+}
+
+extension SFBufAllocator {
+  /// Breaks the allocator's state on purpose, so that tests can show ``checkInvariants()``
+  /// catching each kind of corruption. Never used outside tests.
+  public enum Corruption {
+    /// Enter slot `a`'s page under slot `b` too (a duplicate mapping).
+    case duplicatePage(Int, Int)
+    /// Drop slot `s` from the free list although it has no reference.
+    case leakFreeSlot(Int)
+    /// Count one more slot in use than there is.
+    case miscountUsed
+  }
+
+  /// Applies `c` (see ``Corruption``).
+  public func corrupt(_ c: Corruption) {
+    machine.lock()
+    defer { machine.unlock() }
+    switch c {
+    case .duplicatePage(let a, let b):
+      if slots[b].page != nil { unhash(Int32(b)) }
+      slots[b].page = slots[a].page
+      hash(Int32(b))
+    case .leakFreeSlot(let s):
+      removeFree(Int32(s))
+    case .miscountUsed:
+      counters.nsfbufsused += 1
+    }
+  }
+}
