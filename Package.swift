@@ -6,6 +6,7 @@ let package = Package(
   products: [
     .library(name: "SFBufCore", targets: ["SFBufCore"]),
     .library(name: "SFBufHost", targets: ["SFBufHost"]),
+    .library(name: "SFBufSim", targets: ["SFBufSim"]),
     .executable(name: "sfbuf", targets: ["sfbuf"]),
   ],
   dependencies: [
@@ -19,14 +20,19 @@ let package = Package(
     // The Linux machine: VM objects, wiring, the reserved window, futex sleeping, sched_pin,
     // the Swift API and the C-style sf_buf_* functions.
     .target(name: "SFBufHost", dependencies: ["SFBufCore", "CSFBufLinux"]),
+    // The simulated SMP machine: page tables, per-CPU TLBs that go stale, shootdowns, a
+    // seeded scheduler, and the coherence checker.
+    .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
     .executableTarget(
       name: "sfbuf",
       dependencies: [
         "SFBufHost",
+        "SFBufSim",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
     .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore"]),
+    .testTarget(name: "SFBufSimTests", dependencies: ["SFBufSim", "SFBufCore"]),
     .testTarget(name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux"]),
   ],
   swiftLanguageModes: [.v6]

@@ -1,0 +1,1 @@
+// The simulated SMP machine lives here.
