@@ -89,6 +89,9 @@ public struct SimProgramSummary: Sendable, Equatable {
   public var migrations = 0
   /// Shootdowns sent.
   public var ipis = 0
+  /// Hits that sent a shootdown: a cached slot used shared while some CPU was missing from
+  /// its set, the situation a missing shootdown on a hit gets wrong.
+  public var hitShootdowns = 0
 
   /// All zero.
   public init() {}
@@ -104,6 +107,7 @@ public struct SimProgramSummary: Sendable, Equatable {
     failures += other.failures
     migrations += other.migrations
     ipis += other.ipis
+    hitShootdowns += other.hitShootdowns
   }
 }
 
@@ -210,8 +214,12 @@ struct SimProgramRun {
   /// Allocates the thread's pending request (a first try, or a retry after a wake-up).
   mutating func retry(_ t: Int) {
     var p = threads[t].pending!
+    let (hits, ipis) = (system.allocator.stats.hits, machine.counters.ipisSent)
     do {
       if let m = try system.allocate(p.page, flags: p.flags, thread: t, waiter: &p.waiter) {
+        if system.allocator.stats.hits > hits && machine.counters.ipisSent > ipis {
+          summary.hitShootdowns += 1
+        }
         threads[t].pending = nil
         threads[t].held.append(m)
         if m.cpuPrivate { summary.privateAllocations += 1 }
