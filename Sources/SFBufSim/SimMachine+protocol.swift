@@ -33,7 +33,7 @@ extension SimMachine {
   public static var tracksTLBs: Bool { true }
 
   /// The CPU of the ``running`` thread.
-  public var currentCPU: Int { threads[running].cpu }
+  public var currentCPU: Int { threads[runningThread].cpu }
 
   /// CPUs `0 ..< cpuCount`.
   public var allCPUs: CPUSet { CPUSet.first(cpuCount) }
@@ -56,7 +56,7 @@ extension SimMachine {
   }
 
   /// Whether the ``running`` thread is pinned (`sched_pin`).
-  public var isPinned: Bool { threads[running].pinCount > 0 }
+  public var isPinned: Bool { threads[runningThread].pinCount > 0 }
 
   /// Whether `page` is wired.
   public func isWired(_ page: SimPage) -> Bool {
@@ -64,7 +64,7 @@ extension SimMachine {
   }
 
   /// A sleeper for the ``running`` thread.
-  public func makeSleeper() -> SimSleeper { SimSleeper(thread: running) }
+  public func makeSleeper() -> SimSleeper { SimSleeper(thread: runningThread) }
 
   /// Blocks the sleeper's thread: the scheduler will not run it until ``wake(_:)``.
   public func prepareToSleep(_ sleeper: SimSleeper) {
@@ -87,6 +87,12 @@ extension SimMachine {
   }
 
   // MARK: Pieces shared with the unmap-on-free policy
+
+  /// ``running``, which must have been set.
+  var runningThread: Int {
+    precondition(running >= 0, "SimMachine: no simulated thread is running (set `running`)")
+    return running
+  }
 
   /// Writes slot `slot`'s PTE (valid to `frame`, or invalid when `frame` is nil), counting
   /// one page-table write; returns whether the old entry was valid and accessed.

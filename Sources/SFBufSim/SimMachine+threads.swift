@@ -47,14 +47,15 @@ extension SimMachine {
   public func isBlocked(thread: Int) -> Bool { threads[thread].isBlocked }
 
   /// Pins the ``running`` thread to its CPU (`sched_pin`); pins nest.
-  public func sched_pin() { threads[running].pinCount += 1 }
+  public func sched_pin() { threads[runningThread].pinCount += 1 }
 
   /// Undoes one ``sched_pin()`` of the ``running`` thread (`sched_unpin`).
   ///
   /// - Precondition: the thread is pinned.
   public func sched_unpin() {
-    precondition(threads[running].pinCount > 0, "sched_unpin: thread \(running) is not pinned")
-    threads[running].pinCount -= 1
+    precondition(
+      threads[runningThread].pinCount > 0, "sched_unpin: thread \(runningThread) is not pinned")
+    threads[runningThread].pinCount -= 1
   }
 
   /// Moves thread `thread` to CPU `cpu`, as the scheduler does between time slices.

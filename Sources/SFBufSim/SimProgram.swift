@@ -6,6 +6,15 @@ import SFBufCore
 
 /// One random program: its shape and every choice it makes follow from ``seed``.
 ///
+/// Each step, a seeded scheduler picks a runnable thread, which allocates (a pinned thread
+/// mostly with `SFB_CPUPRIVATE`), touches a mapping it holds (a checked load or store),
+/// frees, takes another reference, hands a shared mapping to another thread, is preempted
+/// and resumes on another CPU, pins or unpins; or some thread migrates, or a thread asleep
+/// with `SFB_CATCH` gets a signal. The mix is tuned so that private remaps followed by
+/// shared hits while another CPU still caches the old translation are common (see
+/// ``SimProgramSummary/hitShootdownsOfStaleEntries``): that is what a missing shootdown on
+/// a hit gets wrong.
+///
 /// The threads obey the sf_buf contract: a thread holding a CPU-private mapping stays pinned
 /// and touches it on its CPU only; shared mappings may be touched anywhere, referenced
 /// again and handed to other threads. A thread holding mappings allocates with
@@ -17,16 +26,18 @@ public struct SimProgram: Sendable {
   public var seed: UInt64
   /// CPUs, 2 to 8 unless given.
   public var cpus: Int
-  /// Simulated threads (at least as many as CPUs).
+  /// Simulated threads: as many as CPUs, plus up to three.
   public var threads: Int
-  /// Window slots: few, so slots are recycled and the window fills.
+  /// Window slots: 2 to `threads + 2`, so slots are recycled and the window often fills.
   public var slots: Int
-  /// Physical pages: a few more than slots, so pages are both cached and evicted.
+  /// Physical pages: up to about twice the slots, so pages are both hit and evicted.
   public var frames: Int
-  /// TLB entries per CPU; sometimes fewer than slots, so entries are evicted.
+  /// TLB entries per CPU: 64, or (one program in five) 1 to 3, so entries are evicted.
   public var tlbEntries: Int
-  /// Steps before the final drain.
+  /// Steps before the final drain: 200 to 399.
   public var steps: Int
+  /// The mapping policy: caching, or (one program in five) unmap-on-free.
+  public var policy: SimPolicy
   /// Deliberate bugs injected into the allocator (for showing the checker catches them).
   public var faults: SFBufFaults
 
@@ -36,10 +47,11 @@ public struct SimProgram: Sendable {
     self.seed = seed
     self.cpus = cpus ?? 2 + r.below(7)
     threads = self.cpus + r.below(4)
-    slots = 2 + r.below(5)
-    frames = slots + 1 + r.below(6)
+    slots = 2 + r.below(threads + 1)
+    frames = slots + 2 + r.below(slots + 2)
     tlbEntries = r.chance(20) ? 1 + r.below(3) : 64
-    steps = 120 + r.below(120)
+    steps = 200 + r.below(200)
+    policy = r.chance(20) ? .unmapOnFree : .caching
     self.faults = faults
   }
 
@@ -92,6 +104,9 @@ public struct SimProgramSummary: Sendable, Equatable {
   /// Hits that sent a shootdown: a cached slot used shared while some CPU was missing from
   /// its set, the situation a missing shootdown on a hit gets wrong.
   public var hitShootdowns = 0
+  /// Of ``hitShootdowns``, those that reached a CPU whose TLB held an older translation of
+  /// the slot: without that shootdown, the CPU would see the old page.
+  public var hitShootdownsOfStaleEntries = 0
 
   /// All zero.
   public init() {}
@@ -108,6 +123,7 @@ public struct SimProgramSummary: Sendable, Equatable {
     migrations += other.migrations
     ipis += other.ipis
     hitShootdowns += other.hitShootdowns
+    hitShootdownsOfStaleEntries += other.hitShootdownsOfStaleEntries
   }
 }
 
@@ -133,7 +149,7 @@ struct SimProgramRun {
     self.program = program
     system = SimSystem(
       cpus: program.cpus, slots: program.slots, frames: program.frames,
-      tlbEntries: program.tlbEntries)
+      tlbEntries: program.tlbEntries, policy: program.policy)
     system.seed = program.seed
     system.allocator.injectFaults(program.faults)
     r = SimRandom(seed: program.seed ^ 0x5EED_5EED_5EED_5EED)
@@ -177,21 +193,27 @@ struct SimProgramRun {
     }
     let held = threads[t].held
     switch r.below(100) {
-    case 0..<30: allocate(t)
-    case 30..<58 where !held.isEmpty: touch(t, held[r.below(held.count)])
-    case 58..<75 where !held.isEmpty: free(t, r.below(held.count))
-    case 75..<78 where !held.isEmpty:
+    case 0..<22: allocate(t)
+    case 22..<46 where !held.isEmpty: touch(t, held[r.below(held.count)])
+    case 46..<66 where !held.isEmpty: free(t, r.below(held.count))
+    case 66..<68 where !held.isEmpty:
       let m = held[r.below(held.count)]
       threads[t].held.append(system.ref(m, thread: t))
-    case 78..<83 where !held.isEmpty: handOff(t)
-    case 83..<88 where machine.isPinned(thread: t) && canUnpin(t):
+    case 68..<73 where !held.isEmpty: handOff(t)
+    case 73..<81 where !machine.isPinned(thread: t):
+      // Preempted and resumed on another CPU, the thread goes on using its mappings.
+      machine.migrate(thread: t, to: r.below(program.cpus))
+      summary.migrations += 1
+      if !held.isEmpty { touch(t, held[r.below(held.count)]) }
+    case 81..<87:
       machine.running = t
-      machine.sched_unpin()
-    case 83..<93:
-      machine.running = t
-      machine.sched_pin()
-    case 93..<98: migrate()
-    case 98..<100: signal()
+      if machine.isPinned(thread: t) && canUnpin(t) {
+        machine.sched_unpin()
+      } else if machine.threads[t].pinCount < 2 {
+        machine.sched_pin()
+      }
+    case 87..<96: migrate()
+    case 96..<100: signal()
     default: allocate(t)
     }
   }
@@ -203,7 +225,7 @@ struct SimProgramRun {
 
   mutating func allocate(_ t: Int) {
     var flags: SFBufFlags = []
-    if machine.isPinned(thread: t) && r.chance(50) { flags.insert(.cpuPrivate) }
+    if machine.isPinned(thread: t) && r.chance(80) { flags.insert(.cpuPrivate) }
     if !threads[t].held.isEmpty || r.chance(10) { flags.insert(.noWait) }
     if r.chance(30) { flags.insert(.interruptible) }
     let pending = Pending(page: SimPage(frame: r.below(program.frames)), flags: flags)
@@ -215,10 +237,12 @@ struct SimProgramRun {
   mutating func retry(_ t: Int) {
     var p = threads[t].pending!
     let (hits, ipis) = (system.allocator.stats.hits, machine.counters.ipisSent)
+    let stale = staleElsewhere(p.page, thread: t)
     do {
       if let m = try system.allocate(p.page, flags: p.flags, thread: t, waiter: &p.waiter) {
         if system.allocator.stats.hits > hits && machine.counters.ipisSent > ipis {
           summary.hitShootdowns += 1
+          if stale { summary.hitShootdownsOfStaleEntries += 1 }
         }
         threads[t].pending = nil
         threads[t].held.append(m)
@@ -230,6 +254,16 @@ struct SimProgramRun {
       }
     } catch {
       threads[t].pending = nil
+    }
+  }
+
+  /// Whether a CPU other than thread `t`'s holds a translation of the slot caching `page`
+  /// that leads elsewhere.
+  func staleElsewhere(_ page: SimPage, thread t: Int) -> Bool {
+    guard let s = system.allocator.cachedSlot(of: page) else { return false }
+    let me = machine.cpu(ofThread: t)
+    return (0..<program.cpus).contains { cpu in
+      cpu != me && machine.cachedFrame(slot: s, cpu: cpu).map { $0 != page.frame } ?? false
     }
   }
 

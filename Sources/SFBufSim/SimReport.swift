@@ -78,7 +78,8 @@ public enum SimReport {
     guard x.isFinite else { return x.isNaN ? "nan" : x < 0 ? "-inf" : "inf" }
     var scale = 1
     for _ in 0..<digits { scale *= 10 }
-    let n = Int((abs(x) * Double(scale)).rounded())
+    // Half away from zero, without libm's round(3): the module links against no libc.
+    let n = Int(abs(x) * Double(scale) + 0.5)
     let sign = x < 0 && n != 0 ? "-" : ""
     guard digits > 0 else { return sign + "\(n)" }
     var fraction = String(n % scale)

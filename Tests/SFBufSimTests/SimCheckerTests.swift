@@ -34,7 +34,10 @@ struct SimCheckerTests {
     #expect(total.privateAllocations < total.allocations)
     #expect(total.hits > total.allocations / 4)
     #expect(total.remaps > total.allocations / 10)
-    #expect(total.hitShootdowns > 50)
+    #expect(total.hitShootdowns > 200)
+    // The situation a missing shootdown on a hit gets wrong: a shared hit on a slot that
+    // some other CPU still caches with an older translation.
+    #expect(total.hitShootdownsOfStaleEntries > 100)
     #expect(total.sleeps > 100)
     #expect(total.failures > 100)
     #expect(total.migrations > 500)
@@ -57,7 +60,7 @@ struct SimCheckerTests {
   @Test("each CPU-set bug is caught as a stale access", arguments: mutants)
   func mutantCaught(name: String, fault: SFBufFaults) throws {
     // The first program (of a bounded number) that the checker fails.
-    let bound: UInt64 = 100
+    let bound: UInt64 = 50
     let found = (UInt64(1)...bound).lazy.compactMap { seed in
       SimProgram(seed: seed, faults: fault).run().violation
     }.first
@@ -78,7 +81,7 @@ struct SimCheckerTests {
     let caught = (UInt64(1001)...1200).filter {
       SimProgram(seed: $0, faults: fault).run().violation?.isStaleAccess == true
     }.count
-    #expect(caught >= 10, "\(name): caught in \(caught) of 200 programs")
+    #expect(caught >= 20, "\(name): caught in \(caught) of 200 programs")
   }
 }
 
