@@ -86,6 +86,7 @@ struct SimWorkloadRun {
       cpus: cpus, slots: config.slots, frames: frames, tlbEntries: config.tlbEntries,
       policy: policy)
     system.seed = config.seed
+    system.allocator.injectFaults(config.faults)
     r = SimRandom(seed: config.seed)
     copyPages = SimZipf(count: frames)
     filePick = SimZipf(count: Self.files)

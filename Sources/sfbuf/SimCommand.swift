@@ -1,4 +1,5 @@
 import ArgumentParser
+import SFBufCore
 import SFBufSim
 
 /// `sfbuf sim`: the named workloads on the simulated SMP machine, each with the caching
@@ -41,8 +42,22 @@ struct SimCommand: ParsableCommand {
     name: .customLong("workload"),
     help: "A workload to run (copy, stream, mix); repeat for several (default: all).")
   var workloads: [String] = []
+  @Option(
+    name: .customLong("fault"),
+    help: ArgumentHelp(
+      "Inject a deliberate CPU-set bug into the allocator, to watch the checker count stale"
+        + " accesses: skip-shootdown-on-hit, skip-local-invalidate, keep-cpuset-on-remap.",
+      visibility: .hidden))
+  var faults: [String] = []
   @Flag(help: "Print the rows as JSON, one object per row.")
   var json = false
+
+  /// The deliberate bugs `--fault` may name.
+  static let faultNames: [String: SFBufFaults] = [
+    "skip-shootdown-on-hit": .skipShootdownOnHit,
+    "skip-local-invalidate": .skipLocalInvalidate,
+    "keep-cpuset-on-remap": .keepCPUSetOnRemap,
+  ]
 
   func validate() throws {
     guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be in 1...64") }
@@ -52,6 +67,9 @@ struct SimCommand: ParsableCommand {
     }
     guard (1...4096).contains(tlbEntries) else {
       throw ValidationError("--tlb-entries must be in 1...4096")
+    }
+    for f in faults where Self.faultNames[f] == nil {
+      throw ValidationError("unknown fault '\(f)'")
     }
     for w in workloads where SimWorkload(rawValue: w) == nil {
       throw ValidationError("unknown workload '\(w)' (copy, stream, mix)")
@@ -65,6 +83,7 @@ struct SimCommand: ParsableCommand {
     config.operations = operations
     config.seed = seed
     config.tlbEntries = tlbEntries
+    for f in faults { config.faults.formUnion(Self.faultNames[f]!) }
     let chosen =
       workloads.isEmpty ? SimWorkload.allCases : workloads.compactMap(SimWorkload.init(rawValue:))
     let rows = SimWorkload.evaluation(chosen, config: config)
@@ -74,7 +93,8 @@ struct SimCommand: ParsableCommand {
     }
     print(
       "simulated machine: \(cpus) CPUs, \(slots)-slot window, \(tlbEntries)-entry LRU TLBs,"
-        + " \(operations) allocations per row, seed \(seed)")
+        + " \(operations) allocations per row, seed \(seed)"
+        + (faults.isEmpty ? "" : "; injected faults: " + faults.joined(separator: ", ")))
     print(SimReport.table(rows))
     if chosen.contains(.stream) {
       print("stream: mappings cross CPUs, so SFB_CPUPRIVATE does not apply.")

@@ -61,6 +61,20 @@ struct SimWorkloadTests {
     if cpus == 1 { #expect(row.ipis == 0) }
   }
 
+  @Test(
+    "the checker counts stale accesses in a workload when a CPU-set bug is injected",
+    arguments: [
+      (SimWorkload.mix, SFBufFaults.skipShootdownOnHit),
+      (SimWorkload.copy, SFBufFaults.skipLocalInvalidate),
+      (SimWorkload.stream, SFBufFaults.keepCPUSetOnRemap),
+    ])
+  func injectedBugsShow(workload: SimWorkload, fault: SFBufFaults) {
+    var c = config(operations: 3000)
+    c.faults = fault
+    let row = workload.run(policy: .caching, cpuPrivate: workload.hasPrivateVariant, config: c)
+    #expect(row.staleAccesses > 0)
+  }
+
   @Test("a run replays exactly from its seed; another seed differs")
   func replay() {
     let a = SimWorkload.evaluation([.mix], config: config(operations: 1500))
