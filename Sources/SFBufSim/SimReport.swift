@@ -99,13 +99,16 @@ extension SimReport {
     guard let shared = row(.caching, false), let mine = row(.caching, true),
       let unmapping = row(.unmapOnFree, false)
     else { return nil }
+    let from = "copy: SFB_CPUPRIVATE cuts IPIs per allocation from "
     let factor = Double(shared.ipis) / Double(max(mine.ipis, 1))
-    let cut =
-      mine.ipis == 0
-      ? "to none"
-      : "to \(fixed(mine.ipisPerAllocation, 3)) (\(fixed(factor, 1))x fewer)"
-    return "copy: SFB_CPUPRIVATE cuts IPIs per allocation from "
-      + "\(fixed(shared.ipisPerAllocation, 3)) \(cut); caching writes "
+    let ipis =
+      shared.ipis == 0
+      ? "copy: no IPIs with or without SFB_CPUPRIVATE"
+      : mine.ipis == 0
+        ? from + "\(fixed(shared.ipisPerAllocation, 3)) to none"
+        : from + "\(fixed(shared.ipisPerAllocation, 3)) to \(fixed(mine.ipisPerAllocation, 3))"
+          + " (\(fixed(factor, 1))x fewer)"
+    return ipis + "; caching writes "
       + "\(fixed(shared.pageTableWritesPerAllocation, 3)) PTEs per allocation "
       + "(hit rate \(fixed(100 * shared.hitRate, 1))%), unmap-on-free "
       + "\(fixed(unmapping.pageTableWritesPerAllocation, 3)) "

@@ -122,9 +122,7 @@ struct SimWorkloadRun {
         let t = r.below(workers.count)
         if !machine.isPinned(thread: t) { machine.migrate(thread: t, to: r.below(config.cpus)) }
       }
-      let runnable = workers.indices.filter { !machine.isBlocked(thread: $0) }
-      precondition(!runnable.isEmpty, "workload \(workload.rawValue): every thread blocked")
-      act(runnable[r.below(runnable.count)], stopping: stopping)
+      act(pickRunnable(), stopping: stopping)
     }
     let stats = system.allocator.stats
     let c = machine.counters
@@ -140,6 +138,17 @@ struct SimWorkloadRun {
     out.accesses = c.accesses
     out.staleAccesses = system.violations.count
     return out
+  }
+
+  /// A thread that is not blocked, chosen uniformly: a few random draws, then a search.
+  mutating func pickRunnable() -> Int {
+    for _ in 0..<4 {
+      let t = r.below(workers.count)
+      if !machine.isBlocked(thread: t) { return t }
+    }
+    let runnable = workers.indices.filter { !machine.isBlocked(thread: $0) }
+    precondition(!runnable.isEmpty, "workload \(workload.rawValue): every thread blocked")
+    return runnable[r.below(runnable.count)]
   }
 
   var isIdle: Bool {

@@ -19,12 +19,13 @@ struct SimCommand: ParsableCommand {
     commandName: "sim",
     abstract: "Run workloads on the simulated SMP machine; print IPIs and PTE writes.",
     discussion: """
-      Workloads: copy (short pinned copies, the uiomove_fromphys pattern), stream
-      (sendfile-like pages shared between CPUs), mix (both over the same pages). Each runs
-      with the caching policy and with unmap-on-free (FreeBSD's 32-bit arm), without and
-      with SFB_CPUPRIVATE (not for stream, whose mappings cross CPUs). Every access is
-      checked against the mapping's page; the "stale" column counts failures (always 0
-      unless the allocator is broken).
+      Workloads: copy (short pinned copies, the uiomove_fromphys pattern), stream \
+      (sendfile-like pages shared between CPUs), mix (both over the same pages). Each runs \
+      with the caching policy and with unmap-on-free (FreeBSD's 32-bit arm), without and \
+      with SFB_CPUPRIVATE (not for stream, whose mappings cross CPUs).
+
+      Every access is checked against the mapping's page; the "stale" column counts the \
+      accesses that saw another page (0 unless the allocator is broken).
       """
   )
 
