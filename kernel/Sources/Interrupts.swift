@@ -57,7 +57,7 @@ private func exceptionName(_ vector: UInt32) -> StaticString {
   case 3: return "breakpoint"
   case 4: return "overflow"
   case 5: return "bound range"
-  case 6: return "invalid opcode (a Swift trap: see the message above)"
+  case 6: return "invalid opcode: a Swift trap (a failed check prints its message above)"
   case 7: return "device not available (FPU/SSE off?)"
   case 8: return "double fault"
   case 10: return "invalid TSS"

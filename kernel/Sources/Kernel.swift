@@ -73,10 +73,8 @@ func kernelMain(_ magic: UInt32, _ info: UnsafePointer<multiboot_info>) {
   interrupts_enable()
 
   LocalAPIC.startOtherCPUs(at: UInt32(AP_TRAMPOLINE_ADDRESS))
-  var waited = 0
-  while CPUs.online < testCPUs && waited < 1_000_000 {
-    LocalAPIC.delay(microseconds: 1)
-    waited += 1
+  for _ in 0..<200 where CPUs.online < testCPUs {
+    PIT.delay(microseconds: 10_000)  // up to 2 s
   }
   guard CPUs.online == testCPUs else {
     Console.line("FAIL: \(CPUs.online) CPU(s) online, the test needs \(testCPUs) (-smp 2)")

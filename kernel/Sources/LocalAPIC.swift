@@ -38,10 +38,10 @@ enum LocalAPIC {
   /// INIT, then two start-up IPIs, to all CPUs but the caller (Intel's MP start-up).
   static func startOtherCPUs(at page: UInt32) {
     command(0x000C_4500, destination: 0)  // INIT, assert, all excluding self
-    delay(microseconds: 10_000)
+    PIT.delay(microseconds: 10_000)
     for _ in 0..<2 {
       command(0x000C_4600 | (page >> 12), destination: 0)  // start-up
-      delay(microseconds: 200)
+      PIT.delay(microseconds: 200)
     }
   }
 
@@ -51,12 +51,6 @@ enum LocalAPIC {
     volatile_store32(base + commandHigh, UInt32(destination) << 24)
     volatile_store32(base + commandLow, low)
     while volatile_load32(base + commandLow) & deliveryPending != 0 { cpu_pause() }
-  }
-
-  /// Waits about `microseconds` (port 0x80 writes; shorter under an emulator, which is fine
-  /// for the start-up sequence there).
-  static func delay(microseconds: Int) {
-    for _ in 0..<microseconds { io_delay() }
   }
 }
 

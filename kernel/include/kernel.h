@@ -79,8 +79,6 @@ static inline uint8_t inb(uint16_t port) {
 static inline void outl(uint16_t port, uint32_t value) {
   __asm__ volatile("outl %0, %1" : : "a"(value), "Nd"(port));
 }
-/// About a microsecond on a PC: a write to the unused POST port.
-static inline void io_delay(void) { outb(0x80, 0); }
 
 static inline uint32_t read_cr0(void) {
   uint32_t v;
