@@ -47,8 +47,11 @@ for src in boot.S trampoline.S isr.S libc.c; do
   "$bin/clang" "${cflags[@]}" -c "$here/boot/$src" -o "$out/${src%.*}.o"
 done
 
+# -assert-config Debug keeps the messages of fatalError and precondition (Embedded Swift
+# drops them otherwise), so misuse caught by the core is reported by name on the console.
 swiftflags=(-target "$target" -enable-experimental-feature Embedded -wmo -parse-as-library
-  -Osize -swift-version 6 -Xfrontend -disable-stack-protector -Xcc -ffreestanding)
+  -Osize -assert-config Debug -swift-version 6 -Xfrontend -disable-stack-protector
+  -Xcc -ffreestanding)
 # The portable core, unchanged, as its own module.
 "$swiftc" "${swiftflags[@]}" -module-name SFBufCore \
   -emit-module -emit-module-path "$out/SFBufCore.swiftmodule" \

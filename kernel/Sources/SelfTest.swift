@@ -156,7 +156,8 @@ final class SelfTest {
 
   /// Phase 3: the producer maps frames in order (shared) and hands each mapping over; the
   /// consumer reads it and frees it. Three window-fulls, twice: every remap replaces a
-  /// translation the consumer used one round earlier.
+  /// translation the consumer used one round earlier, so the miss path's shootdown is what
+  /// keeps the consumer's reads right.
   private func stream(_ cpu: Int, producer: Int) {
     guard cpu == producer else { return serve(cpu) }
     let consumer = 1 - producer
@@ -164,7 +165,12 @@ final class SelfTest {
       let frame = k % SelfTest.streamFrames
       guard let s = allocate(frame, [], on: cpu) else { break }
       _ = check(s, holds: frame, on: cpu, "stream producer")
+      // Every fourth mapping is split between two owners (sf_buf_ref): the producer drops
+      // its reference at once, the consumer's keeps the mapping alive until it has read.
+      let split = k % 4 == 0
+      if split { pool.ref(s) }
       inbox[consumer].send(.consume(slot: s, frame: frame))
+      if split { pool.free(s) }
     }
     inbox[consumer].send(.done)
   }
@@ -312,7 +318,7 @@ final class SelfTest {
     let last = volatile_load32(address + 4092)
     let expected = Content.tag(frame)
     if first == expected && last == ~expected { return true }
-    let what = "CPU\(cpu) read slot \(slot) (va \(hex(UInt32(address)))) in \(context)"
+    let what = "CPU\(cpu) (\(context)) read slot \(slot) at \(hex(UInt32(address)))"
     if let seen = Content.frame(ofTag: first), last == ~first {
       staleReads.add(1, ordering: .relaxed)
       let found = "page \(seen) (tag \(hex(first)))"
