@@ -10,6 +10,10 @@
 # one host thread (deterministic, insensitive to host load: `pause` hands over to the other
 # CPU), "multi" runs each in its own host thread, truly in parallel. Both must pass.
 #
+# Exit status: 0 pass; 1 the self-test failed (kernel verdict, hang, or crash); 2 the image
+# could not be built or QEMU is missing. A CI step that expects a mutant to be caught should
+# check for 1 (and for "stale read" in the output), not just for non-zero.
+#
 # Environment: QEMU (default qemu-system-i386), SELFTEST_TIMEOUT (seconds per boot,
 # default 60), SELFTEST_TCG (default "single multi").
 set -euo pipefail
@@ -28,7 +32,10 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 start=$(now)
-image=$("$here/build.sh" "$@" | tail -n 1)
+if ! image=$("$here/build.sh" "$@" | tail -n 1); then
+  echo "selftest.sh: the build failed" >&2
+  exit 2
+fi
 built=$(now)
 echo "selftest.sh: built $image in $(elapsed "$start" "$built") s"
 
