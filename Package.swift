@@ -10,7 +10,8 @@ let package = Package(
     .executable(name: "sfbuf", targets: ["sfbuf"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     // The portable allocator. Imports neither Glibc nor Foundation; builds as Embedded Swift.
@@ -19,7 +20,12 @@ let package = Package(
     .target(name: "CSFBufLinux"),
     // The Linux machine: VM objects, wiring, the reserved window, futex sleeping, sched_pin,
     // the Swift API and the C-style sf_buf_* functions.
-    .target(name: "SFBufHost", dependencies: ["SFBufCore", "CSFBufLinux"]),
+    .target(
+      name: "SFBufHost",
+      dependencies: [
+        "SFBufCore", "CSFBufLinux", .product(name: "SystemPackage", package: "swift-system"),
+      ]
+    ),
     // The simulated SMP machine: page tables, per-CPU TLBs that go stale, shootdowns, a
     // seeded scheduler, and the coherence checker.
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),

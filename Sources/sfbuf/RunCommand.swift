@@ -1,7 +1,144 @@
 import ArgumentParser
+import Glibc
+import SFBufHost
 
-/// The main job: several threads allocate, verify and free mappings of skewed random pages.
+/// The main job: several threads allocate, verify and free mappings of random pages with a
+/// skewed popularity, through a window several times smaller than the object; then the
+/// counters as `netstat -m` prints them, the hit rate and the throughput.
 struct RunCommand: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "run")
-  func run() throws { throw ValidationError("not built yet") }
+  static let configuration = CommandConfiguration(
+    commandName: "run",
+    abstract: "Allocate, verify and free mappings from several threads; print the counters.",
+    discussion: """
+      The window size comes from --nsfbufs, else from SFBUF_NSFBUFS, else 512 slots.
+      Every page carries a tag written with pwrite(2); every mapping handed out is checked
+      against it, so a wrong mapping is reported, not just counted.
+      """
+  )
+
+  @Option(help: "Window slots (default: SFBUF_NSFBUFS, else 512).")
+  var nsfbufs: Int?
+  @Flag(help: "Use the direct map instead of a window.")
+  var direct = false
+  @Option(help: "Pages in the anonymous object.")
+  var pages = 4096
+  @Option(help: "Threads allocating.")
+  var threads = 4
+  @Option(
+    help: "Mappings each thread holds at once (more than nsfbufs/threads makes threads sleep).")
+  var hold = 8
+  @Option(help: "Seconds to run.")
+  var seconds = 3.0
+  @Option(help: "Zipf exponent of page popularity (0: uniform).")
+  var skew = 0.99
+  @Option(help: "Random seed.")
+  var seed: UInt64 = 1
+
+  func validate() throws {
+    guard pages > 0 else { throw ValidationError("--pages must be positive, not \(pages)") }
+    guard (1...256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
+    guard hold >= 1 else { throw ValidationError("--hold must be at least 1") }
+    guard seconds > 0 && seconds <= 600 else {
+      throw ValidationError("--seconds must be in (0, 600]")
+    }
+    guard skew >= 0 else { throw ValidationError("--skew must not be negative") }
+  }
+
+  func run() throws {
+    let pool = try makePool(nsfbufs: nsfbufs, direct: direct)
+    let object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-run")
+    try tagPages(object, count: pages)
+    try object.wire(pages: 0..<pages)
+    defer { object.unwire(pages: 0..<pages) }
+
+    let kind = pool.isDirectMap ? "direct map" : "window of \(pool.stats.nsfbufs) slots"
+    print(
+      "sfbuf: \(threads) threads, \(kind), object of \(pages) pages, Zipf(\(skew)),"
+        + " holding \(hold) each, \(fmt(seconds, 1)) s")
+    let zipf = Zipf(n: pages, s: skew)
+    let results = ThreadResults(threads)
+    let deadline = now() + seconds
+    let start = now()
+    runThreads(threads) { t in
+      var rng = FastRandom(seed: seed &+ UInt64(t) &* 0x1234_5678_9ABC)
+      // The last `hold` mappings stay held, in a ring, as C-style handles.
+      var held = [sf_buf?](repeating: nil, count: hold)
+      var ops = 0
+      var bad = 0
+      while ops & 255 != 0 || now() < deadline {
+        let index = zipf.draw(&rng)
+        let buf = try! pool.allocate(object.page(index))
+        if buf.bytes.load(as: UInt64.self) != tag(object, index) { bad += 1 }
+        if let old = held[ops % hold] { pool.sf_buf_free(old) }
+        held[ops % hold] = buf.release()
+        ops += 1
+      }
+      for sf in held { if let sf { pool.sf_buf_free(sf) } }
+      results.set(t, ops: ops, bad: bad)
+    }
+    let elapsed = now() - start
+    let s = pool.stats
+    for line in s.netstatLines { print(line) }
+    print(
+      "hits \(s.hits), misses \(s.misses), remaps \(s.remaps), hit rate \(fmt(s.hitRate * 100, 1))%"
+    )
+    print(
+      "\(results.ops) allocations verified in \(fmt(elapsed)) s:"
+        + " \(fmt(Double(results.ops) / elapsed / 1e6, 3)) M/s, \(results.bad) wrong mappings")
+    if results.bad > 0 { throw ExitCode.failure }
+    if s.nsfbufsused != 0 {
+      print("error: \(s.nsfbufsused) slots still in use after every thread freed its mappings")
+      throw ExitCode.failure
+    }
+  }
+}
+
+/// Per-thread totals, written once per thread.
+final class ThreadResults: @unchecked Sendable {
+  private var opsByThread: [Int]
+  private var badByThread: [Int]
+  private var lock = pthread_mutex_t()
+  init(_ n: Int) {
+    opsByThread = Array(repeating: 0, count: n)
+    badByThread = Array(repeating: 0, count: n)
+    pthread_mutex_init(&lock, nil)
+  }
+  func set(_ t: Int, ops: Int, bad: Int) {
+    pthread_mutex_lock(&lock)
+    opsByThread[t] = ops
+    badByThread[t] = bad
+    pthread_mutex_unlock(&lock)
+  }
+  var ops: Int { opsByThread.reduce(0, +) }
+  var bad: Int { badByThread.reduce(0, +) }
+}
+
+/// The tag of page `index` of `object`: the object's id and the page index.
+func tag(_ object: VMObject, _ index: Int) -> UInt64 {
+  UInt64(object.id) << 32 | UInt64(index)
+}
+
+/// Writes every page's tag with pwrite(2), a different path from the mappings under test.
+func tagPages(_ object: VMObject, count: Int) throws {
+  for i in 0..<count {
+    var t = tag(object, i)
+    let n = pwrite(object.fileDescriptor, &t, 8, off_t(i * vmPageSize))
+    if n != 8 { throw ValidationError("pwrite of page \(i)'s tag failed: errno \(errno)") }
+  }
+}
+
+/// The pool a command asked for: `--direct`, else a window of `--nsfbufs`, else of
+/// `SFBUF_NSFBUFS`, else of 512 slots. A bad value is reported naming its setting.
+func makePool(nsfbufs: Int?, direct: Bool) throws -> SFBufPool {
+  if direct { return .directMap() }
+  do {
+    if let n = nsfbufs {
+      _ = try SFBufPool.parseSlots(String(n), setting: "--nsfbufs")
+      return try SFBufPool(nsfbufs: n)
+    }
+    let env = getenv(SFBufPool.environmentVariable).map { String(cString: $0) }
+    return try SFBufPool(nsfbufs: SFBufPool.parseSlots(env) ?? 512)
+  } catch {
+    throw ValidationError(error.description)
+  }
 }

@@ -1,1 +1,76 @@
-int sfb_placeholder(void);
+// What Glibc does not export to Swift, or exports awkwardly: memfd and seals, futex,
+// sched_getcpu, CPU affinity, a thread-local pin count, thread ids, and atomics on plain
+// memory (futex words, wire counts). Everything else comes from Glibc directly.
+#ifndef CSFBUFLINUX_H
+#define CSFBUFLINUX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+// MARK: memory objects
+
+/// memfd_create(2) with MFD_CLOEXEC | MFD_ALLOW_SEALING. Returns -1 and sets errno on error.
+int sfb_memfd_create(const char *name);
+/// Adds F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL to a memfd (fcntl F_ADD_SEALS).
+int sfb_memfd_seal_size(int fd);
+/// The seals of a memfd (fcntl F_GET_SEALS), or -1.
+int sfb_memfd_get_seals(int fd);
+/// The F_SEAL_* bits that sfb_memfd_seal_size adds.
+int sfb_seals_size(void);
+
+/// fallocate(2) with mode 0 (allocate the range). Returns 0 or -1 with errno.
+int sfb_fallocate(int fd, off_t offset, off_t length);
+
+// MARK: futex
+
+/// FUTEX_WAIT_PRIVATE on *addr while it equals expected. Returns 0 or -1 with errno
+/// (EAGAIN: the value differed; EINTR: a signal arrived and the handler has no SA_RESTART).
+int sfb_futex_wait(uint32_t *addr, uint32_t expected);
+/// FUTEX_WAKE_PRIVATE of up to n waiters on addr. Returns the number woken or -1.
+int sfb_futex_wake(uint32_t *addr, int n);
+
+// MARK: CPUs and pinning
+
+/// sched_getcpu(3): the CPU the caller runs on, or -1.
+int sfb_current_cpu(void);
+/// The number of CPUs configured (sysconf _SC_NPROCESSORS_CONF).
+int sfb_cpu_count(void);
+/// Pins the calling thread to its current CPU; nests. Returns the new pin count, or -1 with
+/// errno when the affinity could not be set.
+int sfb_sched_pin(void);
+/// Undoes one sfb_sched_pin; the last one restores the thread's previous affinity. Returns
+/// the new pin count, or -1 when the thread was not pinned (errno EINVAL), or -2 when the
+/// affinity could not be restored.
+int sfb_sched_unpin(void);
+/// The calling thread's pin count.
+int sfb_pin_count(void);
+/// The CPU the calling thread is pinned to, or -1 when it is not pinned.
+int sfb_pinned_cpu(void);
+/// Whether the calling thread's affinity allows exactly one CPU (returns that CPU), else -1.
+int sfb_affinity_single_cpu(void);
+
+// MARK: threads
+
+/// gettid(2).
+pid_t sfb_gettid(void);
+
+// MARK: atomics on plain memory
+
+static inline uint32_t sfb_load_u32(const uint32_t *p) {
+  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void sfb_store_u32(uint32_t *p, uint32_t v) {
+  __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline uint32_t sfb_add_u32(uint32_t *p, int32_t d) {
+  return __atomic_add_fetch(p, (uint32_t)d, __ATOMIC_ACQ_REL);
+}
+static inline void *sfb_load_ptr(void *const *p) {
+  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void sfb_store_ptr(void **p, void *v) {
+  __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+#endif

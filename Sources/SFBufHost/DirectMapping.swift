@@ -1,0 +1,82 @@
+// The direct map: each object mapped whole, once, so a page's address is arithmetic.
+
+#if os(Linux)
+  import CSFBufLinux
+  import Glibc
+  import SFBufCore
+  import SystemPackage
+
+  /// One object mapped whole (`mmap` of the entire object), made on the first direct-map
+  /// allocation of one of its pages and kept until the object goes away.
+  ///
+  /// A larger range of address space than the object is reserved, so that a file which grows
+  /// later can be mapped further in place: addresses already handed out never move.
+  final class DirectMapping: @unchecked Sendable {
+    /// Start of the mapping.
+    let base: UnsafeMutableRawPointer
+    /// Bytes of address space reserved.
+    let reserved: Int
+    /// Pages mapped so far; read without a lock.
+    private let mappedPages: UnsafeMutablePointer<UInt32>
+    private unowned let object: VMObject
+    private let lock = HostLock()
+
+    init(object: VMObject, fd: CInt) throws(SFBufError) {
+      self.object = object
+      let size: Int
+      do throws(Errno) {
+        size = try Posix.fileSize(fd)
+        reserved = max(2 * size, size + (1 << 30))
+        base = try Posix.mmap(
+          nil, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+      } catch {
+        throw .mappingRefused(errno: error.rawValue)
+      }
+      mappedPages = .allocate(capacity: 1)
+      mappedPages.initialize(to: 0)
+      if size > 0 {
+        do throws(Errno) {
+          _ = try Posix.mmap(base, size, object.protection, MAP_SHARED | MAP_FIXED, fd, 0)
+        } catch {
+          try? Posix.munmap(base, reserved)
+          mappedPages.deallocate()
+          throw .mappingRefused(errno: error.rawValue)
+        }
+        mappedPages.pointee = UInt32((size + vmPageSize - 1) / vmPageSize)
+      }
+    }
+
+    func unmap() {
+      try? Posix.munmap(base, reserved)
+      mappedPages.deallocate()
+    }
+
+    /// The address of page `index`: arithmetic when the page is mapped already (the common
+    /// case, two loads), else the mapping is extended to the object's current size first.
+    @inline(__always)
+    func address(of index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
+      if index < Int(sfb_load_u32(mappedPages)) { return base + index * vmPageSize }
+      return try extend(toCover: index)
+    }
+
+    private func extend(toCover index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
+      lock.lock()
+      defer { lock.unlock() }
+      let have = Int(mappedPages.pointee)
+      if index < have { return base + index * vmPageSize }
+      do throws(Errno) {
+        let fd = object.fileDescriptor
+        let size = try Posix.fileSize(fd)
+        let want = min((size + vmPageSize - 1) / vmPageSize, reserved / vmPageSize)
+        guard index < want else { throw Errno.invalidArgument }
+        _ = try Posix.mmap(
+          base + have * vmPageSize, (want - have) * vmPageSize, object.protection,
+          MAP_SHARED | MAP_FIXED, fd, off_t(have * vmPageSize))
+        sfb_store_u32(mappedPages, UInt32(want))
+      } catch {
+        throw .mappingRefused(errno: error.rawValue)
+      }
+      return base + index * vmPageSize
+    }
+  }
+#endif

@@ -1,0 +1,170 @@
+// The Linux host as an sf_buf machine: a reserved window of address space, `mmap` for
+// `pmap_qenter`, a pthread mutex for `sf_buf_lock`, futexes for sleeping.
+
+#if os(Linux)
+  import CSFBufLinux
+  import Glibc
+  import SFBufCore
+  import Synchronization
+  import SystemPackage
+
+  /// The window of a managed pool on the Linux host.
+  ///
+  /// `nsfbufs` pages of address space reserved with `PROT_NONE` (any access where nothing is
+  /// mapped faults); slot `i` is the `i`-th page. Mapping a page into a slot is one
+  /// `mmap(MAP_FIXED | MAP_SHARED)` of the object's page; the host kernel performs whatever
+  /// TLB shootdown that needs, so ``tracksTLBs`` is false and `SFB_CPUPRIVATE` saves nothing
+  /// here (its pinning contract is still checked).
+  public final class HostMachine: SFBufMachine, @unchecked Sendable {
+    public typealias Page = VMPage
+
+    /// Start of the window.
+    public let base: UnsafeMutableRawPointer
+    /// Slots in the window.
+    public let nsfbufs: Int
+    /// `mmap` calls made to map pages into slots (successful or not). Locked.
+    public private(set) var mapCalls = 0
+    @usableFromInline let poolLock = HostLock()
+    private let cpuCount = Int(sfb_cpu_count())
+
+    /// Reserves the window.
+    /// - Throws: the `mmap` errno when the address space cannot be reserved.
+    init(nsfbufs: Int) throws(Errno) {
+      self.nsfbufs = nsfbufs
+      base = try Posix.mmap(
+        nil, nsfbufs * vmPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    }
+
+    deinit {
+      try? Posix.munmap(base, nsfbufs * vmPageSize)
+    }
+
+    @inlinable public func lock() { poolLock.lock() }
+    @inlinable public func unlock() { poolLock.unlock() }
+
+    /// One `mmap(MAP_FIXED | MAP_SHARED)` of `page` over `slot`. On refusal the slot is
+    /// reserved again with `PROT_NONE`, so it maps nothing.
+    public func map(_ page: VMPage, slot: Int) throws(SFBufMapError) -> Bool {
+      mapCalls += 1
+      let addr = base + slot * vmPageSize
+      let object = page.object
+      do throws(Errno) {
+        try object.withDescriptor { fd throws(Errno) in
+          _ = try Posix.mmap(
+            addr, vmPageSize, object.protection, MAP_SHARED | MAP_FIXED, fd, off_t(page.offset))
+        }
+      } catch {
+        _ = try? Posix.mmap(
+          addr, vmPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
+          0)
+        throw SFBufMapError(code: error.rawValue)
+      }
+      return true
+    }
+
+    public static var tracksTLBs: Bool { false }
+    public var currentCPU: Int { Int(sfb_current_cpu()) }
+    public var allCPUs: CPUSet { .first(cpuCount) }
+    public func invalidateLocal(slot: Int) {}
+    public func shootdown(slot: Int, cpus: CPUSet) {}
+
+    @inlinable public var isPinned: Bool { sfb_pin_count() > 0 }
+    @inlinable public func isWired(_ page: VMPage) -> Bool {
+      page.object.wiring.count(page.index) > 0
+    }
+
+    public func makeSleeper() -> HostSleeper { HostSleeper() }
+    public func prepareToSleep(_ s: HostSleeper) { s.prepare() }
+    public func sleep(_ s: HostSleeper, interruptible: Bool) -> Bool {
+      s.sleep(interruptible: interruptible)
+    }
+    public func wake(_ s: HostSleeper) { s.wake() }
+  }
+
+  /// What one waiting allocation sleeps on: a futex word for threads, a continuation for
+  /// tasks. Woken at most once per sleep.
+  public final class HostSleeper: @unchecked Sendable {
+    private let word: UnsafeMutablePointer<UInt32>
+    private struct AsyncState {
+      var woken = false
+      var cancelled = false
+      var continuation: CheckedContinuation<Bool, Never>?
+    }
+    private let async = Mutex(AsyncState())
+
+    init() {
+      word = .allocate(capacity: 1)
+      word.initialize(to: 0)
+    }
+
+    deinit { word.deallocate() }
+
+    func prepare() {
+      sfb_store_u32(word, 0)
+      async.withLock { $0 = AsyncState() }
+    }
+
+    /// Futex wait until woken. A signal ends the wait only when `interruptible`; otherwise
+    /// the wait resumes, as a kernel sleep without `PCATCH` does.
+    func sleep(interruptible: Bool) -> Bool {
+      while sfb_load_u32(word) == 0 {
+        if Futex.wait(word, 0) == EINTR && interruptible { return sfb_load_u32(word) != 0 }
+      }
+      return true
+    }
+
+    func wake() {
+      sfb_store_u32(word, 1)
+      _ = sfb_futex_wake(word, 1)
+      let c = async.withLock { s -> CheckedContinuation<Bool, Never>? in
+        s.woken = true
+        defer { s.continuation = nil }
+        return s.continuation
+      }
+      c?.resume(returning: true)
+    }
+
+    /// Suspends the task until woken (true) or, when `interruptible`, cancelled (false).
+    func sleepAsync(interruptible: Bool) async -> Bool {
+      await withTaskCancellationHandler {
+        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+          let now = async.withLock { s -> Bool? in
+            if s.woken { return true }
+            if s.cancelled { return false }
+            s.continuation = c
+            return nil
+          }
+          if let now { c.resume(returning: now) }
+        }
+      } onCancel: {
+        guard interruptible else { return }
+        let c = async.withLock { s -> CheckedContinuation<Bool, Never>? in
+          s.cancelled = true
+          defer { s.continuation = nil }
+          return s.woken ? nil : s.continuation
+        }
+        c?.resume(returning: false)
+      }
+    }
+  }
+
+  enum Futex {
+    /// FUTEX_WAIT; returns 0, or the errno (EAGAIN, EINTR), read right after the call.
+    @inline(never)
+    static func wait(_ p: UnsafeMutablePointer<UInt32>, _ expected: UInt32) -> CInt {
+      sfb_futex_wait(p, expected) == 0 ? 0 : errno
+    }
+  }
+
+  extension VMObject {
+    /// Runs `body` with the object's descriptor, holding the object's lock so that a
+    /// concurrent ``close()`` cannot hand the number to another file meanwhile.
+    /// - Throws: `EBADF` after ``close()``, or what `body` throws.
+    func withDescriptor<R>(_ body: (CInt) throws(Errno) -> R) throws(Errno) -> R {
+      lock.lock()
+      defer { lock.unlock() }
+      if fdStorage < 0 { throw Errno.badFileDescriptor }
+      return try body(fdStorage)
+    }
+  }
+#endif

@@ -1,0 +1,256 @@
+// Memory objects and their pages: the host's stand-in for the kernel's `vm_object` and
+// `vm_page` (SPEC §5).
+
+#if os(Linux)
+  import CSFBufLinux
+  import Glibc
+  import SFBufCore
+  import SystemPackage
+
+  /// The size of a page on this host, in bytes. sf_buf maps one page per slot.
+  public let vmPageSize = 4096
+
+  /// A memory object whose pages sf_bufs map: anonymous memory (a sealed memfd) or a regular
+  /// file (the "buffer cache").
+  ///
+  /// An object owns its file descriptor and closes it when it is deinitialised or when
+  /// ``close()`` is called; mappings made earlier stay valid (the host kernel keeps the file
+  /// alive), later mappings are refused with `EBADF`.
+  public final class VMObject: @unchecked Sendable {
+    /// What the object is made of.
+    public enum Backing: Sendable, Equatable {
+      /// Anonymous memory: a memfd of fixed size, sealed so it cannot shrink or grow.
+      case anonymous
+      /// A regular file, at this path.
+      case file(FilePath)
+    }
+
+    /// What the object is made of.
+    public let backing: Backing
+    /// How the pages may be accessed through mappings.
+    public let access: FileDescriptor.AccessMode
+    /// A number unique to this object in this process; pages hash by it.
+    public let id: UInt32
+    /// The wire counts of the pages (see ``VMPage/wire()``).
+    @usableFromInline let wiring = WireTable()
+
+    @usableFromInline var fdStorage: CInt
+    private var direct: DirectMapping?
+    let lock = HostLock()
+
+    nonisolated(unsafe) private static var nextID: UInt32 = 0
+    private static let idLock = HostLock()
+
+    private init(fd: CInt, backing: Backing, access: FileDescriptor.AccessMode) {
+      fdStorage = fd
+      self.backing = backing
+      self.access = access
+      VMObject.idLock.lock()
+      VMObject.nextID &+= 1
+      id = VMObject.nextID
+      VMObject.idLock.unlock()
+    }
+
+    /// Creates an anonymous object of `size` bytes (rounded up to whole pages), filled with
+    /// zeros, whose size is sealed (`memfd_create`, `ftruncate`, `F_ADD_SEALS`).
+    ///
+    /// Memory is used only for the pages that are written or wired.
+    /// - Throws: ``VMError`` when `size` is not positive or the host refuses.
+    public static func anonymous(size: Int, name: String = "sfbuf") throws(VMError) -> VMObject {
+      guard size > 0 else { throw VMError.invalidSize(size) }
+      let bytes = (size + vmPageSize - 1) / vmPageSize * vmPageSize
+      let fd: CInt
+      do throws(Errno) {
+        fd = try Posix.check { sfb_memfd_create(name) }
+        do {
+          try Posix.ftruncate(fd, bytes)
+          _ = try Posix.check { sfb_memfd_seal_size(fd) }
+        } catch {
+          Glibc.close(fd)
+          throw error
+        }
+      } catch {
+        throw VMError.system("memfd_create", error)
+      }
+      return VMObject(fd: fd, backing: .anonymous, access: .readWrite)
+    }
+
+    /// Opens the regular file at `path` as an object (`open(2)`).
+    ///
+    /// - Parameter access: `.readOnly` (mappings are read-only), `.readWrite`, or
+    ///   `.writeOnly` (every mapping is then refused with `EACCES`, as the host refuses to map
+    ///   a file it may not read).
+    /// - Throws: ``VMError/system(_:_:)`` naming the path and the errno (missing file, no
+    ///   permission), or ``VMError/notARegularFile(_:)``.
+    public static func file(
+      _ path: FilePath, access: FileDescriptor.AccessMode = .readOnly
+    ) throws(VMError) -> VMObject {
+      let fd: FileDescriptor
+      do {
+        fd = try FileDescriptor.open(path, access, options: .closeOnExec)
+      } catch {
+        throw VMError.system("open \(path)", error as? Errno ?? .ioError)
+      }
+      var st = stat()
+      if fstat(fd.rawValue, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG {
+        try? fd.close()
+        throw VMError.notARegularFile(path)
+      }
+      return VMObject(fd: fd.rawValue, backing: .file(path), access: access)
+    }
+
+    deinit {
+      direct?.unmap()
+      if fdStorage >= 0 { Glibc.close(fdStorage) }
+    }
+
+    /// The file descriptor, or -1 after ``close()``.
+    public var fileDescriptor: CInt {
+      lock.lock()
+      defer { lock.unlock() }
+      return fdStorage
+    }
+
+    /// Closes the object's descriptor now. Existing mappings stay valid; new mappings of its
+    /// pages are refused (`EBADF`). Wire counts are kept.
+    public func close() {
+      lock.lock()
+      if fdStorage >= 0 { Glibc.close(fdStorage) }
+      fdStorage = -1
+      lock.unlock()
+    }
+
+    /// The object's size in bytes now (`fstat`); a file may have been truncated or extended.
+    public func size() throws(VMError) -> Int {
+      do { return try Posix.fileSize(fileDescriptor) } catch {
+        throw VMError.system("fstat", error)
+      }
+    }
+
+    /// The number of pages of the object now, the last one possibly partial.
+    public func pageCount() throws(VMError) -> Int {
+      (try size() + vmPageSize - 1) / vmPageSize
+    }
+
+    /// Page `index` of this object. Does not check that the page exists; wiring does.
+    @inlinable public func page(_ index: Int) -> VMPage { VMPage(object: self, index: index) }
+
+    /// The protection mappings of this object get (`PROT_READ`, plus `PROT_WRITE` unless the
+    /// object is read-only).
+    var protection: CInt {
+      access == .readOnly ? PROT_READ : PROT_READ | PROT_WRITE
+    }
+
+    /// The object mapped whole, for the direct map; made on first use, then kept.
+    func directMapping() throws(SFBufError) -> DirectMapping {
+      lock.lock()
+      defer { lock.unlock() }
+      if let d = direct { return d }
+      let d = try DirectMapping(object: self, fd: fdStorage)
+      direct = d
+      return d
+    }
+  }
+
+  /// One page of a ``VMObject``: the host's `vm_page`.
+  ///
+  /// Two pages are equal when they are the same page of the same object.
+  public struct VMPage: SFBufPageKey, Hashable, @unchecked Sendable, CustomStringConvertible {
+    /// The object the page belongs to.
+    public let object: VMObject
+    /// The page's index in the object (its byte offset divided by ``vmPageSize``).
+    public let index: Int
+
+    @inlinable public init(object: VMObject, index: Int) {
+      self.object = object
+      self.index = index
+    }
+
+    @inlinable public static func == (a: VMPage, b: VMPage) -> Bool {
+      a.index == b.index && a.object === b.object
+    }
+
+    public func hash(into h: inout Hasher) {
+      h.combine(ObjectIdentifier(object))
+      h.combine(index)
+    }
+
+    /// The object number in the high bits, the page index in the low bits.
+    @inlinable public var hashKey: UInt { UInt(object.id) &<< 40 ^ UInt(bitPattern: index) }
+
+    /// The byte offset of the page in its object.
+    @inlinable public var offset: Int { index * vmPageSize }
+
+    public var description: String { "page \(index) of object \(object.id)" }
+
+    /// Wires the page (`vm_page_wire`): checks it lies inside the object, makes it resident,
+    /// and adds one to its wire count. Only wired pages may be given to `sf_buf_alloc`.
+    ///
+    /// Cost: one `fstat`, one `fallocate` (anonymous) or `posix_fadvise` (file), and a lock.
+    /// - Throws: ``VMError/pageOutOfRange(page:pages:)`` past the end of the object.
+    public func wire() throws(VMError) {
+      try object.wire(pages: index..<(index + 1))
+    }
+
+    /// Drops one wire (`vm_page_unwire`). Unwiring a page that is not wired stops the
+    /// process: it is a bookkeeping bug in the caller.
+    public func unwire() {
+      object.unwire(pages: index..<(index + 1))
+    }
+
+    /// The page's wire count.
+    public var wireCount: Int { Int(object.wiring.count(index)) }
+  }
+
+  extension VMObject {
+    /// Wires every page of `pages` (see ``VMPage/wire()``) with one size check and one
+    /// residency call for the whole run.
+    public func wire(pages: Range<Int>) throws(VMError) {
+      guard !pages.isEmpty else { return }
+      let n = try pageCount()
+      guard pages.lowerBound >= 0, pages.upperBound <= n else {
+        throw VMError.pageOutOfRange(
+          page: pages.lowerBound < 0 ? pages.lowerBound : pages.upperBound - 1, pages: n)
+      }
+      let fd = fileDescriptor
+      let offset = pages.lowerBound * vmPageSize
+      let length = pages.count * vmPageSize
+      do throws(Errno) {
+        switch backing {
+        case .anonymous: try Posix.fallocate(fd, offset, length)
+        case .file: try Posix.willNeed(fd, offset, length)
+        }
+      } catch {
+        throw VMError.system("wire", error)
+      }
+      wiring.add(pages, 1)
+    }
+
+    /// Unwires every page of `pages`, each of which must be wired.
+    public func unwire(pages: Range<Int>) {
+      wiring.add(pages, -1)
+    }
+  }
+
+  /// Why a memory object could not be made or a page not wired.
+  public enum VMError: Error, Equatable, CustomStringConvertible {
+    /// An anonymous object needs a positive size.
+    case invalidSize(Int)
+    /// The path names something other than a regular file.
+    case notARegularFile(FilePath)
+    /// The page lies past the end of the object, which has `pages` pages.
+    case pageOutOfRange(page: Int, pages: Int)
+    /// The host refused: the operation and its errno.
+    case system(String, Errno)
+
+    public var description: String {
+      switch self {
+      case .invalidSize(let s): "an anonymous object needs a positive size, not \(s)"
+      case .notARegularFile(let p): "\(p) is not a regular file"
+      case .pageOutOfRange(let page, let pages):
+        "page \(page) is past the end of the object (\(pages) pages)"
+      case .system(let what, let e): "\(what): \(e)"
+      }
+    }
+  }
+#endif

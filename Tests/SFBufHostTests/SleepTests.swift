@@ -1,0 +1,169 @@
+import CSFBufLinux
+import Glibc
+import SFBufCore
+import Testing
+
+@testable import SFBufHost
+
+/// Sleeping on a full window: signals, cancellation, fairness, and no duplicate mappings.
+/// Real threads, real futexes, real signals; every wait is bounded.
+@Suite("Sleeping on a full window", .serialized)
+struct SleepTests {
+  init() { installInterruptingHandler(SIGUSR1) }
+
+  /// A window of one slot, held.
+  func fullWindow() throws -> (SFBufPool, VMObject, sf_buf) {
+    let pool = try SFBufPool(nsfbufs: 1)
+    let o = try taggedAnonymous(pages: 8)
+    let held = try #require(pool.sf_buf_alloc(o.page(0), SFB_DEFAULT))
+    return (pool, o, held)
+  }
+
+  @Test("SFB_CATCH: a real signal interrupts the sleep")
+  func catchInterrupted() throws {
+    let (pool, o, held) = try fullWindow()
+    let result = Shared<SFBufError?>(nil)
+    let t = TestThread {
+      do throws(SFBufError) {
+        _ = try pool.allocate(o.page(1), flags: .interruptible)
+      } catch {
+        result.with { $0 = error }
+      }
+    }
+    #expect(waitUntil { pool.window!.sleepers == 1 })
+    // Signal until the sleeper gives up: the first signal may land before it reaches the
+    // futex, which then does not see it, exactly as a kernel sleep would not.
+    #expect(
+      waitUntil {
+        t.signal(SIGUSR1)
+        return t.isDone
+      })
+    t.join()
+    #expect(result.get == .interrupted)
+    let s = pool.stats
+    #expect(s.sf_allocwait >= 1 && s.sf_allocfail == 1 && s.nsfbufsused == 1)
+    #expect(pool.window!.sleepers == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+    pool.sf_buf_free(held)
+  }
+
+  @Test("without SFB_CATCH the sleeper sleeps through signals and completes on a free")
+  func defaultSleepsThroughSignals() throws {
+    let (pool, o, held) = try fullWindow()
+    let got = Shared<UInt64?>(nil)
+    let t = TestThread {
+      let b = try! pool.allocate(o.page(1))
+      got.with { $0 = readTag(b) }
+    }
+    #expect(waitUntil { pool.window!.sleepers == 1 })
+    for _ in 0..<20 {
+      t.signal(SIGUSR1)
+      usleep(2000)
+    }
+    #expect(!t.isDone)
+    #expect(pool.window!.sleepers == 1)
+    pool.sf_buf_free(held)
+    #expect(waitUntil { t.isDone })
+    t.join()
+    #expect(got.get == tag(o, 1))
+    #expect(pool.stats.sf_allocfail == 0 && pool.stats.nsfbufsused == 0)
+  }
+
+  @Test("async: cancellation interrupts an SFB_CATCH wait")
+  func asyncCancelInterrupts() async throws {
+    let (pool, o, held) = try fullWindow()
+    let task = Task { () async throws(SFBufError) -> UInt64 in
+      let b = try await pool.allocate(o.page(1), flags: .interruptible)
+      return readTag(b)
+    }
+    #expect(waitUntil { pool.window!.sleepers == 1 })
+    task.cancel()
+    let r = await task.result
+    #expect(throws: SFBufError.interrupted) { try r.get() }
+    #expect(pool.window!.sleepers == 0 && pool.stats.sf_allocfail == 1)
+    pool.sf_buf_free(held)
+  }
+
+  @Test("async: without SFB_CATCH cancellation is ignored until a slot is free")
+  func asyncCancelIgnored() async throws {
+    let (pool, o, held) = try fullWindow()
+    let task = Task { () async throws(SFBufError) -> UInt64 in
+      let b = try await pool.allocate(o.page(1))
+      return readTag(b)
+    }
+    #expect(waitUntil { pool.window!.sleepers == 1 })
+    task.cancel()
+    usleep(50_000)
+    #expect(pool.window!.sleepers == 1)
+    pool.sf_buf_free(held)
+    #expect(try await task.value == tag(o, 1))
+  }
+
+  @Test("sleepers, threads and tasks alike, are served in arrival order, one per free")
+  func fifo() async throws {
+    let (pool, o, held) = try fullWindow()
+    let order = Shared<[Int]>([])
+    var threads: [TestThread] = []
+    var tasks: [Task<Void, Never>] = []
+    for i in 1...6 {
+      let before = pool.window!.sleepers
+      if i % 2 == 0 {
+        tasks.append(
+          Task {
+            let b = try! await pool.allocate(o.page(i))
+            order.with { $0.append(i) }
+            usleep(1000)
+            b.free()
+          })
+      } else {
+        threads.append(
+          TestThread {
+            let b = try! pool.allocate(o.page(i))
+            order.with { $0.append(i) }
+            usleep(1000)
+            b.free()
+          })
+      }
+      #expect(waitUntil { pool.window!.sleepers == before + 1 })
+    }
+    pool.sf_buf_free(held)
+    #expect(waitUntil { order.get.count == 6 })
+    for t in threads { t.join() }
+    for t in tasks { await t.value }
+    #expect(order.get == [1, 2, 3, 4, 5, 6])
+    let s = pool.stats
+    #expect(s.sf_allocwait == 6 && s.nsfbufsused == 0)
+  }
+
+  @Test("two sleepers for one page share one slot after waking (no duplicate mapping)")
+  func noDuplicates() throws {
+    let pool = try SFBufPool(nsfbufs: 2)
+    let o = try taggedAnonymous(pages: 4)
+    let a = try #require(pool.sf_buf_alloc(o.page(0), SFB_DEFAULT))
+    let b = try #require(pool.sf_buf_alloc(o.page(1), SFB_DEFAULT))
+    let slots = Shared<[Int]>([])
+    let release = Shared(false)
+    var threads: [TestThread] = []
+    for n in 1...2 {
+      threads.append(
+        TestThread {
+          let buf = try! pool.allocate(o.page(3))
+          precondition(readTag(buf) == tag(o, 3))
+          slots.with { $0.append(buf.slot) }
+          while !release.get { usleep(500) }
+        })
+      #expect(waitUntil { pool.window!.sleepers == n })
+    }
+    // Free both slots at once: both sleepers wake; the second must find the first's mapping.
+    pool.sf_buf_free(a)
+    pool.sf_buf_free(b)
+    #expect(waitUntil { slots.get.count == 2 })
+    #expect(slots.get[0] == slots.get[1])
+    #expect(pool.window!.references(ofSlot: slots.get[0]) == 2)
+    #expect(pool.window!.checkInvariants() == nil)
+    release.with { $0 = true }
+    for t in threads { t.join() }
+    let s = pool.stats
+    #expect(s.remaps == 3 && s.hits == 1 && s.nsfbufsused == 0)
+  }
+}

@@ -1,0 +1,62 @@
+import Glibc
+import SFBufCore
+import Testing
+
+@testable import SFBufHost
+
+/// Many threads on a small window: everything they see must be right, and the allocator's
+/// invariants must hold at the end. Bounded in operations and time.
+@Suite("Stress")
+struct StressTests {
+  @Test("random allocations from 6 threads keep every invariant", arguments: [4, 17])
+  func randomized(nsfbufs: Int) throws {
+    installInterruptingHandler(SIGUSR1)
+    let pool = try SFBufPool(nsfbufs: nsfbufs)
+    let objects = try [taggedAnonymous(pages: 64), taggedFile(pages: 64)]
+    let wrong = Shared(0)
+    let completed = Shared(0)
+    let deadline = monotonic() + 10
+    var threads: [TestThread] = []
+    for t in 0..<6 {
+      threads.append(
+        TestThread {
+          var rng = SplitMix(seed: UInt64(t) * 7919 + UInt64(nsfbufs))
+          var held: [sf_buf] = []
+          var ops = 0
+          while ops < 20_000 && monotonic() < deadline {
+            let o = objects[Int(rng.next() % 2)]
+            let i = Int(rng.next() % 64)
+            let r = rng.next() % 10
+            // Hold up to 4 (more than fit for all threads): sleeps, NOWAIT failures, hits.
+            // Only a thread holding nothing may sleep, or all could hold and wait forever
+            // (sendfile follows the same rule: only its first allocation sleeps).
+            let flags: Int32 =
+              !held.isEmpty || r < 3 ? SFB_NOWAIT : (r < 5 ? SFB_CATCH : SFB_DEFAULT)
+            if held.count < 4, let sf = pool.sf_buf_alloc(o.page(i), flags) {
+              if sf_buf_kva(sf).load(as: UInt64.self) != tag(o, i) { wrong.with { $0 += 1 } }
+              if r == 9 {
+                pool.sf_buf_ref(sf)
+                pool.sf_buf_free(sf)
+              }
+              held.append(sf)
+            }
+            if !held.isEmpty && (held.count == 4 || rng.next() % 2 == 0) {
+              pool.sf_buf_free(held.remove(at: Int(rng.next() % UInt64(held.count))))
+            }
+            ops += 1
+          }
+          for sf in held { pool.sf_buf_free(sf) }
+          completed.with { $0 += ops }
+        })
+    }
+    for t in threads { t.join() }
+    #expect(wrong.get == 0)
+    #expect(completed.get > 1000)
+    let s = pool.stats
+    #expect(s.nsfbufsused == 0)
+    #expect(s.nsfbufspeak == nsfbufs)
+    #expect(pool.window!.sleepers == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+    #expect(s.hits > 0 && s.sf_allocwait > 0)
+  }
+}
