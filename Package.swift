@@ -7,6 +7,7 @@ let package = Package(
     .library(name: "SFBufCore", targets: ["SFBufCore"]),
     .library(name: "SFBufHost", targets: ["SFBufHost"]),
     .library(name: "SFBufSim", targets: ["SFBufSim"]),
+    .library(name: "SFSendfile", targets: ["SFSendfile"]),
     .executable(name: "sfbuf", targets: ["sfbuf"]),
   ],
   dependencies: [
@@ -29,16 +30,20 @@ let package = Package(
     // The simulated SMP machine: page tables, per-CPU TLBs that go stale, shootdowns, a
     // seeded scheduler, and the coherence checker.
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
+    // The users the manual names: sendfile(2) and zero-copy send, on the public API only.
+    .target(name: "SFSendfile", dependencies: ["SFBufHost", "CSFBufLinux"]),
     .executableTarget(
       name: "sfbuf",
       dependencies: [
         "SFBufHost",
         "SFBufSim",
+        "SFSendfile",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
     .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore"]),
     .testTarget(name: "SFBufSimTests", dependencies: ["SFBufSim", "SFBufCore"]),
+    .testTarget(name: "SFSendfileTests", dependencies: ["SFSendfile", "SFBufHost"]),
     .testTarget(name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux"]),
   ],
   swiftLanguageModes: [.v6]

@@ -6,7 +6,9 @@ struct SFBufTool: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "sfbuf",
     abstract: "Temporary page mappings (FreeBSD's sf_buf(9)) on Linux, simulated, and bare metal.",
-    subcommands: [RunCommand.self, SimCommand.self],
+    subcommands: [
+      RunCommand.self, SimCommand.self, BenchCommand.self, SendCommand.self, RecvCommand.self,
+    ],
     defaultSubcommand: RunCommand.self
   )
 }
