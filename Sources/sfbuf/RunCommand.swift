@@ -123,7 +123,7 @@ func tagPages(_ object: VMObject, count: Int) throws {
   for i in 0..<count {
     var t = tag(object, i)
     let n = pwrite(object.fileDescriptor, &t, 8, off_t(i * vmPageSize))
-    if n != 8 { throw ValidationError("pwrite of page \(i)'s tag failed: errno \(errno)") }
+    if n != 8 { throw ToolError("pwrite of page \(i)'s tag failed: errno \(errno)") }
   }
 }
 
@@ -139,6 +139,12 @@ func makePool(nsfbufs: Int?, direct: Bool) throws -> SFBufPool {
     let env = getenv(SFBufPool.environmentVariable).map { String(cString: $0) }
     return try SFBufPool(nsfbufs: SFBufPool.parseSlots(env) ?? 512)
   } catch {
-    throw ValidationError(error.description)
+    throw ToolError(error.description)
   }
+}
+
+/// An error the tool reports as `Error: <message>` with exit status 1, without usage text.
+struct ToolError: Error, CustomStringConvertible {
+  let description: String
+  init(_ message: String) { description = message }
 }
