@@ -1,3 +1,4 @@
+import CSFBufLinux
 import SFBufCore
 import Testing
 
@@ -102,14 +103,22 @@ struct CorrectUseTests {
     let pool = try SFBufPool(nsfbufs: 2)
     let o = try taggedAnonymous(pages: 1)
     #expect(sched_pinned == 0)
+    let before = sfb_affinity_single_cpu()
     sched_pin()
+    // Pinned: the thread may run on exactly one CPU, the one it is on.
+    let pinnedTo = sfb_affinity_single_cpu()
+    #expect(pinnedTo >= 0 && pinnedTo == sfb_pinned_cpu())
+    #expect(sfb_current_cpu() == pinnedTo)
     sched_pin()
     #expect(sched_pinned == 2)
+    #expect(sfb_affinity_single_cpu() == pinnedTo)
     let sf = try #require(pool.sf_buf_alloc(o.page(0), SFB_CPUPRIVATE))
     #expect(sf_buf_kva(sf).load(as: UInt64.self) == tag(o, 0))
     pool.sf_buf_free(sf)
     sched_unpin()
+    #expect(sfb_affinity_single_cpu() == pinnedTo)  // still pinned: the pins nest
     sched_unpin()
     #expect(sched_pinned == 0)
+    #expect(sfb_affinity_single_cpu() == before)  // the previous affinity is back
   }
 }
