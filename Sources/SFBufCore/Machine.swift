@@ -142,4 +142,48 @@ public protocol SFBufMachine: AnyObject {
   func sleep(_ sleeper: Sleeper, interruptible: Bool) -> Bool
   /// Ends the sleep of `sleeper`. *Locked.*
   func wake(_ sleeper: Sleeper)
+
+  // MARK: Batches and runs (optional: see the defaults below)
+
+  /// Drops the translations of the free slots `slots` (a contiguous range) with one call, so
+  /// that the next ``map(_:slot:)`` of each replaces nothing present and needs no TLB
+  /// shootdown. Each slot must still map its page afterwards (a later access may fault it
+  /// back in), because the allocator keeps the slots cached. *Locked.*
+  func unmap(slots: Range<Int>)
+
+  /// Whether ``map(run:count:slot:)`` maps runs of consecutive pages with one call.
+  static var mapsRuns: Bool { get }
+
+  /// Makes slots `slot ..< slot + count` map `count` consecutive pages of one object, the
+  /// first being `first`, with one call. Only called when ``mapsRuns`` is true. *Locked.*
+  ///
+  /// - Returns: as ``map(_:slot:)``, for the run as a whole.
+  /// - Throws: when the machine cannot map the run; then none of the slots maps anything.
+  func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool
+}
+
+extension SFBufMachine {
+  /// By default a batch release does nothing: the slots keep their translations, and the
+  /// batched policy behaves as the faithful one.
+  @inlinable public func unmap(slots: Range<Int>) {}
+
+  /// By default a machine maps one page per call.
+  @inlinable public static var mapsRuns: Bool { false }
+
+  /// Never called when ``mapsRuns`` is false.
+  public func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
+    fatalError("SFBufMachine.map(run:count:slot:): this machine does not map runs")
+  }
+}
+
+/// How a pool recycles free slots when a miss needs one.
+public enum SFBufReclaimPolicy: Equatable, Sendable {
+  /// The original: each miss remaps the least recently freed slot on its own, replacing its
+  /// translation (on a host with other threads running, one TLB shootdown per miss).
+  case faithful
+  /// When the least recently freed slot still has its translation, drop the translations of
+  /// the `batch` least recently freed slots at once (``SFBufMachine/unmap(slots:)``, one
+  /// call per stretch of the window between slots in use), so that the next misses map into
+  /// slots with nothing present. Which slot a miss takes, and every count, is as `.faithful`.
+  case batched(batch: Int)
 }

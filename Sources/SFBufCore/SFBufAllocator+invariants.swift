@@ -1,5 +1,7 @@
 // A full consistency check of the allocator's state, for tests and stress runs.
 
+import Synchronization
+
 extension SFBufAllocator {
   /// Checks every invariant of the allocator; returns a description of the first one that
   /// does not hold, or `nil`.
@@ -22,7 +24,7 @@ extension SFBufAllocator {
     var onFree = [Bool](repeating: false, count: n)
     var count = 0
     var prev: Int32 = -1
-    var s = freeHead
+    var s = book.pointee.freeHead
     while s >= 0 {
       if Int(s) >= n { return "free list holds \(s), not a slot" }
       if onFree[Int(s)] { return "slot \(s) is on the free list twice" }
@@ -32,11 +34,17 @@ extension SFBufAllocator {
       prev = s
       s = slots[Int(s)].freeNext
     }
-    if freeTail != prev { return "free list tail is \(freeTail), last slot is \(prev)" }
-    if count != freeCount { return "free count is \(freeCount), free list holds \(count)" }
+    let book = book.pointee
+    let counters = book.counters
+    if book.freeTail != prev { return "free list tail is \(book.freeTail), last slot is \(prev)" }
+    if count != book.freeCount {
+      return "free count is \(book.freeCount), free list holds \(count)"
+    }
     var used = 0
     for i in 0..<n {
-      let refs = slots[i].refs
+      let word = line(Int32(i)).pointee.word.load(ordering: .relaxed)
+      let refs = SlotLine.references(word)
+      if refs == 0 && SlotLine.hits(word) != 0 { return "free slot \(i) still counts hits" }
       if refs < 0 { return "slot \(i) has \(refs) references" }
       if refs == 0 && !onFree[i] { return "slot \(i) has no reference but is not free" }
       if refs > 0 && onFree[i] { return "slot \(i) has \(refs) references but is free" }
@@ -49,7 +57,7 @@ extension SFBufAllocator {
     if counters.nsfbufspeak < used { return "nsfbufspeak \(counters.nsfbufspeak) < used \(used)" }
     var inHash = [Bool](repeating: false, count: n)
     for b in 0..<(1 << (UInt.bitWidth - bucketShift)) {
-      var s = buckets[b]
+      var s = buckets[b].load(ordering: .relaxed)
       var steps = 0
       while s >= 0 {
         steps += 1
@@ -57,8 +65,13 @@ extension SFBufAllocator {
         if inHash[Int(s)] { return "slot \(s) is in the hash twice" }
         inHash[Int(s)] = true
         guard let p = slots[Int(s)].page else { return "slot \(s) is hashed but maps no page" }
-        if bucket(p) != b { return "slot \(s) is in bucket \(b), its page hashes elsewhere" }
-        s = slots[Int(s)].hashNext
+        if bucket(p.hashKey) != b {
+          return "slot \(s) is in bucket \(b), its page hashes elsewhere"
+        }
+        if line(s).pointee.key.load(ordering: .relaxed) != p.hashKey {
+          return "slot \(s)'s hash key is not its page's"
+        }
+        s = line(s).pointee.next.load(ordering: .relaxed)
       }
     }
     for i in 0..<n where slots[i].page != nil {
@@ -67,10 +80,11 @@ extension SFBufAllocator {
         return "slot \(i)'s page is mapped by another slot too"
       }
     }
-    if waitHead != nil && freeCount > reserved {
-      return "a sleeper waits while \(freeCount - reserved) free slots are promised to nobody"
+    if book.waitHead != nil && book.freeCount > book.reserved {
+      return
+        "a sleeper waits while \(book.freeCount - book.reserved) free slots are promised to nobody"
     }
-    if reserved < 0 { return "reservations went negative (\(reserved))" }
+    if book.reserved < 0 { return "reservations went negative (\(book.reserved))" }
     return nil
   }
 }
@@ -95,11 +109,11 @@ extension SFBufAllocator {
     case .duplicatePage(let a, let b):
       if slots[b].page != nil { unhash(Int32(b)) }
       slots[b].page = slots[a].page
-      hash(Int32(b))
+      hash(Int32(b), key: slots[a].page!.hashKey)
     case .leakFreeSlot(let s):
       removeFree(Int32(s))
     case .miscountUsed:
-      counters.nsfbufsused += 1
+      book.pointee.counters.nsfbufsused += 1
     }
   }
 }

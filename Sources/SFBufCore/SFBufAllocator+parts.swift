@@ -1,88 +1,227 @@
-// The pieces the allocation algorithm is made of: the hash, the free list, the sleep queue.
-// Everything here runs with the machine's lock held.
+// The pieces the allocation algorithm is made of: the slots' reference words, the hash, the
+// free list, the sleep queue. Everything here runs with the machine's lock held, except
+// what says it does not.
+
+import Synchronization
+
+/// The part of a slot that hits touch without the lock, alone in its cache line so that
+/// threads hitting different slots do not disturb each other.
+///
+/// `word` holds the slot's references in its low 32 bits and, in its high 32 bits, the hits
+/// taken without the lock since the slot was last freed (moved to the counters then).
+/// `key` is the cached page's `hashKey` and `next` the hash chain link: written under the
+/// lock, read without it as hints only (a hit checks the page once it holds a reference).
+@usableFromInline struct SlotLine: ~Copyable {
+  @usableFromInline let word = Atomic<UInt64>(0)
+  @usableFromInline let key = Atomic<UInt>(0)
+  @usableFromInline let next = Atomic<Int32>(-1)
+
+  @inlinable init() {}
+
+  /// Bytes from one slot's line to the next.
+  @inlinable static var stride: Int { 64 }
+  @usableFromInline static let oneRef: UInt64 = 1
+  @usableFromInline static let oneHit: UInt64 = 1 << 32
+  @inlinable static func references(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w & 0xFFFF_FFFF) }
+  @inlinable static func hits(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w >> 32) }
+}
 
 extension SFBufAllocator {
+  @inlinable func line(_ s: Int32) -> UnsafeMutablePointer<SlotLine> {
+    (lines + Int(s) * SlotLine.stride).assumingMemoryBound(to: SlotLine.self)
+  }
+
   // MARK: Hash: page -> slot, chained through the slots
 
-  @inlinable func bucket(_ page: Page) -> Int {
+  @inlinable func bucket(_ key: UInt) -> Int {
     // Fibonacci hashing: the multiply spreads the key, the top bits pick the bucket.
     let golden = UInt(truncatingIfNeeded: 0x9E37_79B9_7F4A_7C15 as UInt64)
-    return Int(truncatingIfNeeded: (page.hashKey &* golden) >> UInt(bucketShift))
+    return Int(truncatingIfNeeded: (key &* golden) >> UInt(bucketShift))
   }
 
   /// The slot caching `page`, or -1.
   @inlinable func lookup(_ page: Page) -> Int32 {
-    var s = buckets[bucket(page)]
+    var s = buckets[bucket(page.hashKey)].load(ordering: .relaxed)
     while s >= 0 {
       if slots[Int(s)].page == page { return s }
-      s = slots[Int(s)].hashNext
+      s = line(s).pointee.next.load(ordering: .relaxed)
     }
     return -1
   }
 
-  @usableFromInline func hash(_ s: Int32) {
-    let b = bucket(slots[Int(s)].page!)
-    slots[Int(s)].hashNext = buckets[b]
-    buckets[b] = s
+  @inlinable func hash(_ s: Int32, key: UInt) {
+    let b = bucket(key)
+    line(s).pointee.key.store(key, ordering: .relaxed)
+    line(s).pointee.next.store(buckets[b].load(ordering: .relaxed), ordering: .relaxed)
+    buckets[b].store(s, ordering: .releasing)
   }
 
-  @usableFromInline func unhash(_ s: Int32) {
-    let b = bucket(slots[Int(s)].page!)
-    if buckets[b] == s {
-      buckets[b] = slots[Int(s)].hashNext
+  @inlinable func unhash(_ s: Int32) {
+    let b = bucket(slots[Int(s)].page!.hashKey)
+    let next = line(s).pointee.next.load(ordering: .relaxed)
+    let head = buckets[b].load(ordering: .relaxed)
+    if head == s {
+      buckets[b].store(next, ordering: .releasing)
     } else {
-      var p = buckets[b]
-      while slots[Int(p)].hashNext != s { p = slots[Int(p)].hashNext }
-      slots[Int(p)].hashNext = slots[Int(s)].hashNext
+      var p = head
+      while line(p).pointee.next.load(ordering: .relaxed) != s {
+        p = line(p).pointee.next.load(ordering: .relaxed)
+      }
+      line(p).pointee.next.store(next, ordering: .releasing)
     }
-    slots[Int(s)].hashNext = -1
+    // A reader standing on `s` goes on down the old chain (`next` is kept) to its end.
   }
 
   // MARK: References
 
-  /// Adds a reference to `s`, which is in the hash; a free slot is reactivated.
-  @inlinable func reference(_ s: Int32) {
-    let refs = slots[Int(s)].refs
-    if refs == 0 {
+  /// Without the lock: a hit on a slot in use. Finds `page` in the hash by its key, takes a
+  /// reference if the slot has one already, and checks the page once the reference is held
+  /// (the slot may have been recycled meanwhile). Returns the slot, or -1 when the locked
+  /// path must decide (not found, free, or the check failed).
+  @inlinable func referenceIfInUse(_ page: Page) -> Int32 {
+    let key = page.hashKey
+    var s = buckets[bucket(key)].load(ordering: .acquiring)
+    var steps = 0
+    while s >= 0 && steps < nsfbufs {
+      let l = line(s)
+      if l.pointee.key.load(ordering: .relaxed) == key {
+        var w = l.pointee.word.load(ordering: .relaxed)
+        while SlotLine.references(w) > 0 {
+          let (done, now) = l.pointee.word.weakCompareExchange(
+            expected: w, desired: w &+ (SlotLine.oneRef | SlotLine.oneHit),
+            successOrdering: .acquiring, failureOrdering: .relaxed)
+          if done {
+            // Safe to read: a slot with a reference is not recycled, and the recycler's
+            // release of the word made the page visible.
+            if slots[Int(s)].page == page { return s }
+            if !dropReferenceIfNotLast(s, hit: true) {
+              machine.lock()
+              dropReferenceLocked(s, hit: true)
+              machine.unlock()
+            }
+            return -1
+          }
+          w = now
+        }
+        return -1
+      }
+      s = l.pointee.next.load(ordering: .relaxed)
+      steps += 1
+    }
+    return -1
+  }
+
+  /// Adds a reference to `s`, which is in the hash; a free slot is reactivated. Returns
+  /// whether it was free.
+  @inlinable func referenceLocked(_ s: Int32) -> Bool {
+    let l = line(s)
+    var w = l.pointee.word.load(ordering: .relaxed)
+    if SlotLine.references(w) == 0 {
+      // Nobody changes a free slot's word without the lock.
       removeFree(s)
       becameUsed()
+      l.pointee.word.store(SlotLine.oneRef, ordering: .relaxed)
+      return true
     }
-    slots[Int(s)].refs = refs + 1
+    while true {
+      let (done, now) = l.pointee.word.weakCompareExchange(
+        expected: w, desired: w &+ SlotLine.oneRef, ordering: .relaxed)
+      if done { return false }
+      w = now
+    }
+  }
+
+  /// Without the lock: drops one reference of `s` unless it is the last one. Returns
+  /// whether it did. `hit` also takes back one hit (a hit that found the wrong page).
+  @inlinable func dropReferenceIfNotLast(_ s: Int32, hit: Bool) -> Bool {
+    let l = line(s)
+    let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
+    var w = l.pointee.word.load(ordering: .relaxed)
+    while SlotLine.references(w) >= 2 {
+      let (done, now) = l.pointee.word.weakCompareExchange(
+        expected: w, desired: w &- minus, successOrdering: .releasing, failureOrdering: .relaxed)
+      if done { return true }
+      w = now
+    }
+    return false
+  }
+
+  /// Drops one reference of `s`; the last one puts the slot at the tail of the free list,
+  /// moves its hits to the counters and wakes a sleeper. Returns whether the slot is free
+  /// now. Locked.
+  @inlinable @discardableResult func dropReferenceLocked(_ s: Int32, hit: Bool) -> Bool {
+    let l = line(s)
+    let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
+    var w = l.pointee.word.load(ordering: .relaxed)
+    while true {
+      let refs = SlotLine.references(w)
+      if refs == 0 {
+        machine.unlock()
+        fatalError("sf_buf_free: slot \(s) has no reference (double free, or never allocated)")
+      }
+      let desired: UInt64 = refs == 1 ? 0 : w &- minus
+      let (done, now) = l.pointee.word.weakCompareExchange(
+        expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
+        failureOrdering: .relaxed)
+      if done {
+        if refs > 1 { return false }
+        book.pointee.counters.hits &+= SlotLine.hits(w &- minus)
+        insertFree(s, atHead: false)
+        book.pointee.counters.nsfbufsused -= 1
+        wakeWaiters()
+        return true
+      }
+      w = now
+    }
+  }
+
+  /// Whether slot `s` has a reference. A free slot's word does not change without the lock,
+  /// so with the lock held a `false` stays true.
+  @inlinable func isInUse(_ s: Int32) -> Bool {
+    SlotLine.references(line(s).pointee.word.load(ordering: .relaxed)) > 0
   }
 
   /// Counts one more slot in use.
   @inlinable func becameUsed() {
-    counters.nsfbufsused += 1
-    if counters.nsfbufsused > counters.nsfbufspeak {
-      counters.nsfbufspeak = counters.nsfbufsused
+    book.pointee.counters.nsfbufsused += 1
+    if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {
+      book.pointee.counters.nsfbufspeak = book.pointee.counters.nsfbufsused
     }
   }
 
   // MARK: Free list, least recently freed at the head
 
-  @usableFromInline func insertFree(_ s: Int32, atHead: Bool) {
+  @inlinable func insertFree(_ s: Int32, atHead: Bool) {
     if atHead {
       slots[Int(s)].freePrev = -1
-      slots[Int(s)].freeNext = freeHead
-      if freeHead >= 0 { slots[Int(freeHead)].freePrev = s } else { freeTail = s }
-      freeHead = s
+      slots[Int(s)].freeNext = book.pointee.freeHead
+      if book.pointee.freeHead >= 0 {
+        slots[Int(book.pointee.freeHead)].freePrev = s
+      } else {
+        book.pointee.freeTail = s
+      }
+      book.pointee.freeHead = s
     } else {
       slots[Int(s)].freeNext = -1
-      slots[Int(s)].freePrev = freeTail
-      if freeTail >= 0 { slots[Int(freeTail)].freeNext = s } else { freeHead = s }
-      freeTail = s
+      slots[Int(s)].freePrev = book.pointee.freeTail
+      if book.pointee.freeTail >= 0 {
+        slots[Int(book.pointee.freeTail)].freeNext = s
+      } else {
+        book.pointee.freeHead = s
+      }
+      book.pointee.freeTail = s
     }
-    freeCount += 1
+    book.pointee.freeCount += 1
   }
 
-  @usableFromInline func removeFree(_ s: Int32) {
+  @inlinable func removeFree(_ s: Int32) {
     let prev = slots[Int(s)].freePrev
     let next = slots[Int(s)].freeNext
-    if prev >= 0 { slots[Int(prev)].freeNext = next } else { freeHead = next }
-    if next >= 0 { slots[Int(next)].freePrev = prev } else { freeTail = prev }
+    if prev >= 0 { slots[Int(prev)].freeNext = next } else { book.pointee.freeHead = next }
+    if next >= 0 { slots[Int(next)].freePrev = prev } else { book.pointee.freeTail = prev }
     slots[Int(s)].freePrev = -1
     slots[Int(s)].freeNext = -1
-    freeCount -= 1
+    book.pointee.freeCount -= 1
   }
 
   // MARK: Sleepers: FIFO, one woken per free slot
@@ -99,54 +238,54 @@ extension SFBufAllocator {
     @usableFromInline init(sleeper: Machine.Sleeper) { self.sleeper = sleeper }
   }
 
-  @usableFromInline func enqueue(_ w: Waiter, atFront: Bool) {
+  @inlinable func enqueue(_ w: Waiter, atFront: Bool) {
     w.state = .queued
     if atFront {
-      w.next = waitHead
-      waitHead = w
-      if waitTail == nil { waitTail = w }
+      w.next = book.pointee.waitHead
+      book.pointee.waitHead = w
+      if book.pointee.waitTail == nil { book.pointee.waitTail = w }
     } else {
       w.next = nil
-      if let t = waitTail { t.next = w } else { waitHead = w }
-      waitTail = w
+      if let t = book.pointee.waitTail { t.next = w } else { book.pointee.waitHead = w }
+      book.pointee.waitTail = w
     }
   }
 
   /// Wakes queued sleepers, oldest first, while there are free slots nobody was promised.
-  @usableFromInline func wakeWaiters() {
-    while freeCount > reserved, let w = waitHead {
-      waitHead = w.next
-      if waitHead == nil { waitTail = nil }
+  @inlinable func wakeWaiters() {
+    while book.pointee.freeCount > book.pointee.reserved, let w = book.pointee.waitHead {
+      book.pointee.waitHead = w.next
+      if book.pointee.waitHead == nil { book.pointee.waitTail = nil }
       w.next = nil
       w.state = .woken
-      reserved += 1
+      book.pointee.reserved += 1
       machine.wake(w.sleeper)
     }
   }
 
   /// A wait ended without a slot (signal, cancellation): leave the queue or pass on the
   /// wake-up, and count the failure.
-  @usableFromInline func abandonLocked(_ w: Waiter) {
+  @inlinable func abandonLocked(_ w: Waiter) {
     switch w.state {
     case .queued:
-      if waitHead === w {
-        waitHead = w.next
-        if waitHead == nil { waitTail = nil }
+      if book.pointee.waitHead === w {
+        book.pointee.waitHead = w.next
+        if book.pointee.waitHead == nil { book.pointee.waitTail = nil }
       } else {
-        var p = waitHead
+        var p = book.pointee.waitHead
         while let q = p, q.next !== w { p = q.next }
         p?.next = w.next
-        if waitTail === w { waitTail = p }
+        if book.pointee.waitTail === w { book.pointee.waitTail = p }
       }
       w.next = nil
     case .woken:
-      reserved -= 1
+      book.pointee.reserved -= 1
       wakeWaiters()
     case .idle:
       break
     }
     w.state = .idle
-    counters.sf_allocfail &+= 1
+    book.pointee.counters.sf_allocfail &+= 1
   }
 }
 
@@ -167,7 +306,7 @@ extension SFBufAllocator {
   /// Injects deliberate bugs (see ``SFBufFaults``). For mutation tests only.
   public func injectFaults(_ f: SFBufFaults) {
     machine.lock()
-    faults = f
+    book.pointee.faults = f
     machine.unlock()
   }
 }

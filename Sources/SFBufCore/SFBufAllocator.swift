@@ -3,6 +3,14 @@
 // One lock, one hash from page to slot, one free list in least-recently-freed order, a
 // reference count and a CPU set per slot, a FIFO of sleepers, and the counters of
 // `netstat -m`. Read it top to bottom: allocation, free, reference, then the pieces.
+//
+// One thing goes beyond the original to let hits scale: each slot's reference count is an
+// atomic word, and a hit on a slot that already has a reference takes another without the
+// lock (found through the hash, then checked again once the reference is held). Only the
+// transitions between free and in use (0 <-> 1 reference), misses and sleeps take the lock,
+// so the free list and the counters stay exact.
+
+import Synchronization
 
 /// The sf_buf allocator for a machine without a direct map (FreeBSD's `subr_sfbuf.c`).
 ///
@@ -13,8 +21,10 @@
 ///
 /// Beyond the original: the hash is searched again after every wake-up, so a page is never
 /// mapped by two slots; sleepers are served in arrival order without a thundering herd; a
-/// failure says why; and misuse (double free, foreign slot, unwired page, unpinned
-/// `SFB_CPUPRIVATE`) stops with a message naming it.
+/// failure says why; misuse (double free, foreign slot, unwired page, unpinned
+/// `SFB_CPUPRIVATE`) stops with a message naming it; a hit on a mapping in use takes no lock
+/// (on machines whose TLBs the hardware keeps coherent); and a ``SFBufReclaimPolicy`` can
+/// recycle free slots in batches.
 ///
 /// Slots are named by their index, `0 ..< nsfbufs`; slot `i` is the `i`-th page of the
 /// window. Every method takes the machine's lock for the time it needs it.
@@ -25,54 +35,87 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   public let machine: Machine
   /// The number of slots (`kern.ipc.nsfbufs`).
   public let nsfbufs: Int
+  /// How misses recycle free slots.
+  public let policy: SFBufReclaimPolicy
 
+  /// What the lock guards for each slot.
   @usableFromInline struct Slot {
     @usableFromInline var page: Page?
-    @usableFromInline var refs: Int32 = 0
     /// CPUs whose TLB holds the current translation (only when the machine tracks TLBs).
     @usableFromInline var cpus = CPUSet()
-    @usableFromInline var hashNext: Int32 = -1
     @usableFromInline var freePrev: Int32 = -1
     @usableFromInline var freeNext: Int32 = -1
+    /// The translation was dropped by a batch (``SFBufMachine/unmap(slots:)``).
+    @usableFromInline var released = false
+  }
+
+  /// What the lock guards for the pool.
+  @usableFromInline struct Book {
+    @usableFromInline var freeHead: Int32 = -1
+    @usableFromInline var freeTail: Int32 = -1
+    @usableFromInline var freeCount = 0
+    /// Free slots promised to sleepers that were woken and have not run yet.
+    @usableFromInline var reserved = 0
+    @usableFromInline var waitHead: Waiter?
+    @usableFromInline var waitTail: Waiter?
+    /// The counters, less the hits taken without the lock (counted in the slots' words).
+    @usableFromInline var counters = SFBufStats()
+    /// Deliberate bugs, for showing that the coherence checkers catch them. Empty in use.
+    @usableFromInline var faults = SFBufFaults()
   }
 
   @usableFromInline let slots: UnsafeMutablePointer<Slot>
-  @usableFromInline let buckets: UnsafeMutablePointer<Int32>
+  /// One cache line per slot: its reference word and its hash link (see ``SlotLine``).
+  @usableFromInline let lines: UnsafeMutableRawPointer
+  @usableFromInline let buckets: UnsafeMutablePointer<Atomic<Int32>>
   @usableFromInline let bucketShift: Int
-  @usableFromInline var freeHead: Int32 = -1
-  @usableFromInline var freeTail: Int32 = -1
-  @usableFromInline var freeCount = 0
-  /// Free slots promised to sleepers that were woken and have not run yet.
-  @usableFromInline var reserved = 0
-  @usableFromInline var waitHead: Waiter?
-  @usableFromInline var waitTail: Waiter?
-  @usableFromInline var counters = SFBufStats()
-  /// Deliberate bugs, for showing that the coherence checkers catch them. Empty in use.
-  @usableFromInline var faults = SFBufFaults()
+  /// Behind a pointer, so that the locked state needs no exclusivity checks.
+  @usableFromInline let book: UnsafeMutablePointer<Book>
+  /// Scratch for batches: one flag per slot.
+  @usableFromInline let marks: UnsafeMutablePointer<Bool>
 
   /// Creates an allocator of `nsfbufs` slots over `machine`'s window, all free, in address
-  /// order.
+  /// order, recycling them by `policy`.
   ///
-  /// - Precondition: `1 <= nsfbufs <= Int32.max`; the caller validates user input first.
-  public init(machine: Machine, nsfbufs: Int) {
+  /// - Precondition: `1 <= nsfbufs <= Int32.max`, and a batch of at least one slot; the
+  ///   caller validates user input first.
+  public init(machine: Machine, nsfbufs: Int, policy: SFBufReclaimPolicy = .faithful) {
     precondition(nsfbufs > 0 && nsfbufs <= Int(Int32.max), "nsfbufs must be in 1...Int32.max")
+    if case .batched(let b) = policy { precondition(b >= 1, "a batch holds at least one slot") }
     self.machine = machine
     self.nsfbufs = nsfbufs
+    self.policy = policy
     slots = .allocate(capacity: nsfbufs)
     slots.initialize(repeating: Slot(), count: nsfbufs)
+    lines = .allocate(byteCount: nsfbufs * SlotLine.stride, alignment: SlotLine.stride)
+    for s in 0..<nsfbufs {
+      (lines + s * SlotLine.stride).bindMemory(to: SlotLine.self, capacity: 1)
+        .initialize(to: SlotLine())
+    }
     var shift = 0
     while (1 << shift) < nsfbufs { shift += 1 }
-    bucketShift = UInt.bitWidth - max(shift, 1)
-    buckets = .allocate(capacity: 1 << max(shift, 1))
-    buckets.initialize(repeating: -1, count: 1 << max(shift, 1))
-    counters.nsfbufs = nsfbufs
+    shift = max(shift, 1)
+    bucketShift = UInt.bitWidth - shift
+    buckets = .allocate(capacity: 1 << shift)
+    for b in 0..<(1 << shift) { (buckets + b).initialize(to: Atomic(-1)) }
+    book = .allocate(capacity: 1)
+    book.initialize(to: Book())
+    marks = .allocate(capacity: nsfbufs)
+    marks.initialize(repeating: false, count: nsfbufs)
+    book.pointee.counters.nsfbufs = nsfbufs
     for s in 0..<Int32(nsfbufs) { insertFree(s, atHead: false) }
   }
 
   deinit {
     slots.deinitialize(count: nsfbufs)
     slots.deallocate()
+    for s in 0..<nsfbufs { _ = line(Int32(s)).move() }
+    lines.deallocate()
+    buckets.deinitialize(count: 1 << (UInt.bitWidth - bucketShift))
     buckets.deallocate()
+    book.deinitialize(count: 1)
+    book.deallocate()
+    marks.deallocate()
   }
 
   // MARK: - Allocation
@@ -80,9 +123,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Returns a slot mapping `page`, with one reference (`sf_buf_alloc`).
   ///
   /// A page already cached in a slot is a *hit*: it costs a hash lookup and never fails or
-  /// sleeps, even with `SFB_NOWAIT` and a full window. Otherwise the least recently freed
-  /// slot is remapped (one `Machine.map`), or the caller sleeps until a slot is freed and
-  /// then looks in the hash again.
+  /// sleeps, even with `SFB_NOWAIT` and a full window; when the slot is already in use, the
+  /// hit takes no lock (one compare-and-swap on the slot's word). Otherwise the least
+  /// recently freed slot is remapped (one `Machine.map`), or the caller sleeps until a slot
+  /// is freed and then looks in the hash again.
   ///
   /// - Precondition: `page` is wired; with `.cpuPrivate`, the caller is pinned.
   /// - Throws: ``SFBufError/wouldBlock`` (`.noWait`, window full),
@@ -90,13 +134,28 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   ``SFBufError/mappingRefused(errno:)``.
   @inlinable
   public func allocate(_ page: Page, flags: SFBufFlags = []) throws(SFBufError) -> Int {
+    var activated = false
+    return try allocate(page, flags: flags, activated: &activated)
+  }
+
+  /// ``allocate(_:flags:)``, also telling whether the slot went from free to in use
+  /// (`activated`: a miss, or a hit on a free slot), which is when ``free(_:)`` will later
+  /// return `true`. Callers that keep something alive per slot in use use it.
+  @inlinable
+  public func allocate(_ page: Page, flags: SFBufFlags = [], activated: inout Bool)
+    throws(SFBufError) -> Int
+  {
     checkCaller(page, flags)
+    if !Machine.tracksTLBs {
+      let s = referenceIfInUse(page)
+      if s >= 0 { return Int(s) }
+    }
     var waiter: Waiter? = nil
     machine.lock()
     while true {
       let slot: Int?
       do {
-        slot = try attempt(page, flags, &waiter)
+        slot = try attempt(page, flags, &waiter, &activated)
       } catch {
         machine.unlock()
         throw error
@@ -118,13 +177,24 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// the slot, or `nil` after queueing `waiter` (created on first use) and preparing its
   /// sleeper. After the sleeper is woken, call again with the same `waiter`; if the wait ends
   /// otherwise (cancellation), call ``abandon(_:)``.
+  @inlinable
   public func tryAllocate(
     _ page: Page, flags: SFBufFlags, waiter: inout Waiter?
+  ) throws(SFBufError) -> Int? {
+    var activated = false
+    return try tryAllocate(page, flags: flags, waiter: &waiter, activated: &activated)
+  }
+
+  /// ``tryAllocate(_:flags:waiter:)``, also telling whether the slot went from free to in
+  /// use (see ``allocate(_:flags:activated:)``).
+  @inlinable
+  public func tryAllocate(
+    _ page: Page, flags: SFBufFlags, waiter: inout Waiter?, activated: inout Bool
   ) throws(SFBufError) -> Int? {
     checkCaller(page, flags)
     machine.lock()
     defer { machine.unlock() }
-    return try attempt(page, flags, &waiter)
+    return try attempt(page, flags, &waiter, &activated)
   }
 
   /// Gives up a wait begun by ``tryAllocate(_:flags:waiter:)``: leaves the queue, passes on
@@ -138,47 +208,49 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// The allocation algorithm proper. Locked. Returns the slot, or `nil` once `waiter` is
   /// queued.
   @inlinable
-  func attempt(_ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?) throws(SFBufError)
-    -> Int?
-  {
+  func attempt(
+    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ activated: inout Bool
+  ) throws(SFBufError) -> Int? {
     var wasWoken = false
     if let w = waiter, w.state == .woken {
       // We hold a reservation from the wake-up; give it back and compete like everybody.
       w.state = .idle
-      reserved -= 1
+      book.pointee.reserved -= 1
       wasWoken = true
     }
     // 1. Lookup first, after every wake-up too: a hit never fails.
     let cached = lookup(page)
     if cached >= 0 {
-      reference(cached)
-      counters.hits &+= 1
+      activated = referenceLocked(cached)
+      book.pointee.counters.hits &+= 1
       applyCPURules(Int(cached), flags, hit: true)
       if wasWoken { wakeWaiters() }
       return Int(cached)
     }
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
-    if freeCount > reserved {
-      let s = freeHead
+    if book.pointee.freeCount > book.pointee.reserved {
+      let s = book.pointee.freeHead
+      if case .batched(let batch) = policy, !slots[Int(s)].released { releaseBatch(batch) }
       removeFree(s)
-      counters.misses &+= 1
+      book.pointee.counters.misses &+= 1
       do throws(SFBufError) {
         try remap(s, to: page, flags)
       } catch {
-        counters.sf_allocfail &+= 1
+        book.pointee.counters.sf_allocfail &+= 1
         wakeWaiters()
         throw error
       }
+      activated = true
       if wasWoken { wakeWaiters() }
       return Int(s)
     }
     // 3. Full window.
     if flags.contains(.noWait) {
-      counters.sf_allocfail &+= 1
+      book.pointee.counters.sf_allocfail &+= 1
       if wasWoken { wakeWaiters() }
       throw .wouldBlock
     }
-    counters.sf_allocwait &+= 1
+    book.pointee.counters.sf_allocwait &+= 1
     let w = waiter ?? Waiter(sleeper: machine.makeSleeper())
     waiter = w
     machine.prepareToSleep(w.sleeper)
@@ -187,32 +259,49 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   /// Maps `page` into free slot `s` (already off the free list). Locked.
-  @usableFromInline func remap(_ s: Int32, to page: Page, _ flags: SFBufFlags) throws(SFBufError) {
-    if slots[Int(s)].page != nil {
-      unhash(s)
-      slots[Int(s)].page = nil
-    }
+  @inlinable func remap(_ s: Int32, to page: Page, _ flags: SFBufFlags) throws(SFBufError) {
+    forget(s)
     let oldWasLive: Bool
     do {
       oldWasLive = try machine.map(page, slot: Int(s))
     } catch {
       // The slot maps nothing we know of: reuse it first, it is the cheapest to map.
+      slots[Int(s)].released = true
       insertFree(s, atHead: true)
       throw .mappingRefused(errno: error.code)
     }
-    counters.remaps &+= 1
-    if oldWasLive && !faults.contains(.keepCPUSetOnRemap) { slots[Int(s)].cpus = .none }
-    slots[Int(s)].page = page
-    hash(s)
-    slots[Int(s)].refs = 1
-    becameUsed()
+    book.pointee.counters.remaps &+= 1
+    enter(page, slot: s, oldWasLive: oldWasLive)
     applyCPURules(Int(s), flags, hit: false)
+  }
+
+  /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.
+  @inlinable func forget(_ s: Int32) {
+    if slots[Int(s)].page != nil {
+      unhash(s)
+      slots[Int(s)].page = nil
+    }
+  }
+
+  /// Records that free slot `s` (off the free list, forgotten) now maps `page`, with one
+  /// reference. Locked.
+  @inlinable func enter(_ page: Page, slot s: Int32, oldWasLive: Bool) {
+    if oldWasLive && !book.pointee.faults.contains(.keepCPUSetOnRemap) {
+      slots[Int(s)].cpus = .none
+    }
+    slots[Int(s)].page = page
+    slots[Int(s)].released = false
+    hash(s, key: page.hashKey)
+    // Publishes the page to hits that find the slot without the lock.
+    line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
+    becameUsed()
   }
 
   /// SPEC §3.7: make the translation valid on the calling CPU, and on every other CPU unless
   /// the mapping is CPU-private. Locked.
   @inlinable func applyCPURules(_ s: Int, _ flags: SFBufFlags, hit: Bool) {
     guard Machine.tracksTLBs else { return }
+    let faults = book.pointee.faults
     var cpus = slots[s].cpus
     let me = machine.currentCPU
     if !cpus.contains(me) {
@@ -246,43 +335,41 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Drops one reference to slot `s` (`sf_buf_free`). At zero the slot goes to the tail of
   /// the free list with its mapping kept, and one sleeper is woken.
   ///
+  /// Cost: one compare-and-swap while other references remain; the lock for the last one.
+  /// - Returns: whether that was the last reference (the slot is free now).
   /// - Precondition: `s` is a slot of this allocator with at least one reference; anything
   ///   else stops the process with a message naming the mistake.
+  @inlinable @discardableResult
+  public func free(_ s: Int) -> Bool {
+    checkSlot(s, "sf_buf_free")
+    if dropReferenceIfNotLast(Int32(s), hit: false) { return false }
+    machine.lock()
+    let last = dropReferenceLocked(Int32(s), hit: false)
+    machine.unlock()
+    return last
+  }
+
+  /// Adds a reference to slot `s`, which must be in use (`sf_buf_ref`). Takes no lock.
   @inlinable
-  public func free(_ s: Int) {
-    machine.lock()
-    let refs = checkedRefs(s, "sf_buf_free")
-    if refs == 0 {
-      machine.unlock()
-      fatalError("sf_buf_free: slot \(s) has no reference (double free, or never allocated)")
-    }
-    slots[s].refs = refs - 1
-    if refs == 1 {
-      insertFree(Int32(s), atHead: false)
-      counters.nsfbufsused -= 1
-      wakeWaiters()
-    }
-    machine.unlock()
-  }
-
-  /// Adds a reference to slot `s`, which must be in use (`sf_buf_ref`).
   public func ref(_ s: Int) {
-    machine.lock()
-    let refs = checkedRefs(s, "sf_buf_ref")
-    if refs == 0 {
-      machine.unlock()
-      fatalError("sf_buf_ref: slot \(s) is free; only a mapping in use can gain a reference")
+    checkSlot(s, "sf_buf_ref")
+    let l = line(Int32(s))
+    var w = l.pointee.word.load(ordering: .relaxed)
+    while true {
+      if SlotLine.references(w) == 0 {
+        fatalError("sf_buf_ref: slot \(s) is free; only a mapping in use can gain a reference")
+      }
+      let (done, now) = l.pointee.word.weakCompareExchange(
+        expected: w, desired: w &+ SlotLine.oneRef, ordering: .relaxed)
+      if done { return }
+      w = now
     }
-    slots[s].refs = refs + 1
-    machine.unlock()
   }
 
-  @inlinable func checkedRefs(_ s: Int, _ caller: StaticString) -> Int32 {
+  @inlinable func checkSlot(_ s: Int, _ caller: StaticString) {
     if s < 0 || s >= nsfbufs {
-      machine.unlock()
       fatalError("\(caller): \(s) is not a slot of this pool (foreign sf_buf)")
     }
-    return slots[s].refs
   }
 
   // MARK: - Queries
@@ -302,9 +389,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// The number of references slot `s` holds.
   public func references(ofSlot s: Int) -> Int {
-    machine.lock()
-    defer { machine.unlock() }
-    return Int(slots[s].refs)
+    SlotLine.references(line(Int32(s)).pointee.word.load(ordering: .acquiring))
   }
 
   /// The CPUs whose TLB is known to hold slot `s`'s translation.
@@ -319,7 +404,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     var out: [Int] = []
-    var s = freeHead
+    var s = book.pointee.freeHead
     while s >= 0 {
       out.append(Int(s))
       s = slots[Int(s)].freeNext
@@ -327,11 +412,17 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     return out
   }
 
-  /// A consistent copy of the counters.
+  /// A consistent copy of the counters (hits taken without the lock included).
+  ///
+  /// - Complexity: O(`nsfbufs`).
   public var stats: SFBufStats {
     machine.lock()
     defer { machine.unlock() }
-    return counters
+    var c = book.pointee.counters
+    for s in 0..<Int32(nsfbufs) {
+      c.hits &+= SlotLine.hits(line(s).pointee.word.load(ordering: .relaxed))
+    }
+    return c
   }
 
   /// Sleepers now queued (not yet woken).
@@ -339,7 +430,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     var n = 0
-    var w = waitHead
+    var w = book.pointee.waitHead
     while let x = w {
       n += 1
       w = x.next

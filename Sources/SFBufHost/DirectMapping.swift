@@ -11,13 +11,14 @@
   ///
   /// A larger range of address space than the object is reserved, so that a file which grows
   /// later can be mapped further in place: addresses already handed out never move.
+  @usableFromInline
   final class DirectMapping: @unchecked Sendable {
     /// Start of the mapping.
-    let base: UnsafeMutableRawPointer
+    @usableFromInline let base: UnsafeMutableRawPointer
     /// Bytes of address space reserved.
     let reserved: Int
     /// Pages mapped so far; read without a lock.
-    private let mappedPages: UnsafeMutablePointer<UInt32>
+    @usableFromInline let mappedPages: UnsafeMutablePointer<UInt32>
     private unowned let object: VMObject
     private let lock = HostLock()
 
@@ -49,6 +50,12 @@
     func unmap() {
       try? Posix.munmap(base, reserved)
       mappedPages.deallocate()
+    }
+
+    /// The address of page `index` when it is mapped already (two loads), else `nil`.
+    @inlinable
+    func mappedAddress(of index: Int) -> UnsafeMutableRawPointer? {
+      index >= 0 && index < Int(sfb_load_u32(mappedPages)) ? base + index * vmPageSize : nil
     }
 
     /// The address of page `index`: arithmetic when the page is mapped already (the common

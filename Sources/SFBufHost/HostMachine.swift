@@ -22,9 +22,12 @@
     public let base: UnsafeMutableRawPointer
     /// Slots in the window.
     public let nsfbufs: Int
-    /// `mmap` calls made to map pages into slots (successful or not). Locked.
+    /// `mmap` calls made to map pages or runs into slots (successful or not). Locked.
     public private(set) var mapCalls = 0
-    @usableFromInline let poolLock = HostLock()
+    /// `madvise` calls made to release batches of slots. Locked.
+    public private(set) var unmapCalls = 0
+    /// The pool lock's word: 0 free, 1 held, 2 held with sleepers (a futex).
+    @usableFromInline let lockWord: UnsafeMutablePointer<Atomic<UInt32>>
     private let cpuCount = Int(sfb_cpu_count())
 
     /// Reserves the window.
@@ -33,14 +36,51 @@
       self.nsfbufs = nsfbufs
       base = try Posix.mmap(
         nil, nsfbufs * vmPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+      lockWord = .allocate(capacity: 1)
+      lockWord.initialize(to: Atomic(0))
     }
 
     deinit {
       try? Posix.munmap(base, nsfbufs * vmPageSize)
+      lockWord.deinitialize(count: 1)
+      lockWord.deallocate()
     }
 
-    @inlinable public func lock() { poolLock.lock() }
-    @inlinable public func unlock() { poolLock.unlock() }
+    /// Takes the pool lock: one compare-and-swap when it is free; else a short spin, then a
+    /// futex wait. Not a `pthread_mutex_t`: the uncontended path is inlined into the caller.
+    @inlinable public func lock() {
+      if !lockWord.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
+      {
+        lockContended()
+      }
+    }
+
+    /// Releases the pool lock, waking one waiter if some sleep on it.
+    @inlinable public func unlock() {
+      if lockWord.pointee.exchange(0, ordering: .releasing) == 2 { unlockContended() }
+    }
+
+    @usableFromInline @inline(never) func lockContended() {
+      for _ in 0..<100 {
+        if lockWord.pointee.load(ordering: .relaxed) == 0,
+          lockWord.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
+        {
+          return
+        }
+      }
+      // Mark the lock contended, so that its holder wakes us; sleep while it stays held.
+      while lockWord.pointee.exchange(2, ordering: .acquiring) != 0 {
+        _ = Futex.wait(futexWord, 2)
+      }
+    }
+
+    @usableFromInline @inline(never) func unlockContended() {
+      _ = sfb_futex_wake(futexWord, 1)
+    }
+
+    private var futexWord: UnsafeMutablePointer<UInt32> {
+      UnsafeMutableRawPointer(lockWord).assumingMemoryBound(to: UInt32.self)
+    }
 
     /// One `mmap(MAP_FIXED | MAP_SHARED)` of `page` over `slot`. On refusal the slot is
     /// reserved again with `PROT_NONE`, so it maps nothing.
@@ -60,6 +100,40 @@
         throw SFBufMapError(code: error.rawValue)
       }
       return true
+    }
+
+    /// Runs of consecutive pages map with one `mmap`.
+    public static var mapsRuns: Bool { true }
+
+    /// One `mmap(MAP_FIXED | MAP_SHARED)` of `count` consecutive pages of `first`'s object
+    /// over slots `slot ..< slot + count`. On refusal the slots are reserved again with
+    /// `PROT_NONE`.
+    public func map(run first: VMPage, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
+      mapCalls += 1
+      let addr = base + slot * vmPageSize
+      let object = first.object
+      do throws(Errno) {
+        try object.withDescriptor { fd throws(Errno) in
+          _ = try Posix.mmap(
+            addr, count * vmPageSize, object.protection, MAP_SHARED | MAP_FIXED, fd,
+            off_t(first.offset))
+        }
+      } catch {
+        _ = try? Posix.mmap(
+          addr, count * vmPageSize, PROT_NONE,
+          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+        throw SFBufMapError(code: error.rawValue)
+      }
+      return true
+    }
+
+    /// One `madvise(MADV_DONTNEED)` over the slots: their page-table entries go (one TLB
+    /// shootdown for all of them when other threads run), their mappings stay, so a slot still
+    /// maps its page and an access faults it back in; the next `mmap` over a slot replaces
+    /// nothing present and needs no shootdown.
+    public func unmap(slots: Range<Int>) {
+      unmapCalls += 1
+      Posix.dontNeed(base + slots.lowerBound * vmPageSize, slots.count * vmPageSize)
     }
 
     public static var tracksTLBs: Bool { false }

@@ -42,6 +42,14 @@
       _ = try check { Glibc.munmap(addr, length) }
     }
 
+    /// madvise(2) with MADV_DONTNEED: drops the page-table entries of the range. On a shared
+    /// mapping the data stays; a later access faults the page in again. Never fails on a
+    /// range of the window, so errors are ignored.
+    @inline(never)
+    static func dontNeed(_ addr: UnsafeMutableRawPointer, _ length: Int) {
+      _ = madvise(addr, length, MADV_DONTNEED)
+    }
+
     /// fstat(2): the size in bytes of the file behind `fd`.
     @inline(never)
     static func fileSize(_ fd: CInt) throws(Errno) -> Int {

@@ -30,15 +30,26 @@
     /// A direct-map pool. Cheap: objects are mapped when their first page is allocated.
     public static func directMap() -> SFBufPool { SFBufPool(window: nil) }
 
-    /// A window pool of `nsfbufs` slots (see ``maxSlots``).
-    /// - Throws: ``SFBufConfigError`` when `nsfbufs` is out of range or the window's address
-    ///   space cannot be reserved.
-    public convenience init(nsfbufs: Int) throws(SFBufConfigError) {
+    /// A window pool of `nsfbufs` slots (see ``maxSlots``) that recycles free slots by
+    /// `policy`: `.faithful` (one remap per miss, as the original) or `.batched(batch:)`
+    /// (translations of many free slots dropped with one `madvise`, so that misses remap
+    /// slots with nothing present and cause no TLB shootdown). Both keep every semantic of
+    /// sf_buf(9); only the cost of misses differs.
+    /// - Throws: ``SFBufConfigError`` when `nsfbufs` is out of range, the batch is smaller
+    ///   than one slot, or the window's address space cannot be reserved.
+    public convenience init(nsfbufs: Int, policy: SFBufReclaimPolicy = .faithful)
+      throws(SFBufConfigError)
+    {
       guard (1...SFBufPool.maxSlots).contains(nsfbufs) else {
         throw .outOfRange(setting: "nsfbufs", value: String(nsfbufs))
       }
+      if case .batched(let b) = policy, b < 1 {
+        throw .outOfRange(setting: "batch", value: String(b))
+      }
       do {
-        self.init(window: Window(machine: try HostMachine(nsfbufs: nsfbufs), nsfbufs: nsfbufs))
+        self.init(
+          window: Window(
+            machine: try HostMachine(nsfbufs: nsfbufs), nsfbufs: nsfbufs, policy: policy))
       } catch {
         throw .cannotReserve(slots: nsfbufs, error)
       }
@@ -67,13 +78,24 @@
       return window.machine.mapCalls
     }
 
+    /// `madvise` calls made to release batches of window slots (0 but with
+    /// `.batched(batch:)`).
+    public var unmapCalls: Int {
+      guard let window else { return 0 }
+      window.machine.lock()
+      defer { window.machine.unlock() }
+      return window.machine.unmapCalls
+    }
+
     // MARK: Allocation
 
     /// Maps `page`, returning a handle that frees the mapping when it goes away
     /// (`sf_buf_alloc`).
     ///
-    /// Cost: direct map, two loads; window hit, a lock and a hash lookup; window miss, one
-    /// `mmap` (about 3 µs); a full window sleeps unless `.noWait`.
+    /// Cost: direct map, a few loads and the handle's two retains; window hit on a mapping in
+    /// use, a hash lookup and one compare-and-swap (no lock); window hit on a free cached
+    /// mapping, the same under the pool lock; window miss, one `mmap` (about 3 µs); a full
+    /// window sleeps unless `.noWait`. No heap allocation but for a first sleep.
     /// - Precondition: `page` is wired; with `.cpuPrivate`, the thread is pinned
     ///   (``sched_pin()``). Otherwise the process stops with a message naming the mistake.
     /// - Throws: ``SFBufError/wouldBlock``, ``SFBufError/interrupted`` (a signal, with
@@ -81,9 +103,16 @@
     @inlinable
     public func allocate(_ page: VMPage, flags: Flags = []) throws(SFBufError) -> SFBuf {
       guard let window else { return try directAllocate(page) }
-      let slot = try window.allocate(page, flags: flags)
+      var activated = false
+      let slot = try window.allocate(page, flags: flags, activated: &activated)
+      if activated { retainForSlot() }
       return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
     }
+
+    /// A slot in use keeps its pool alive: one retain when a slot goes from free to in use,
+    /// one release when it goes back (``releaseSlot(_:)``). Hits on a slot in use, and their
+    /// frees, touch no shared reference count.
+    @inlinable func retainForSlot() { _ = Unmanaged.passUnretained(self).retain() }
 
     /// Maps `page`, suspending the task while the window is full (`sf_buf_alloc` for tasks).
     ///
@@ -94,7 +123,11 @@
       guard let window else { return try directAllocate(page) }
       var waiter: Window.Waiter? = nil
       while true {
-        if let slot = try window.tryAllocate(page, flags: flags, waiter: &waiter) {
+        var activated = false
+        if let slot = try window.tryAllocate(
+          page, flags: flags, waiter: &waiter, activated: &activated)
+        {
+          if activated { retainForSlot() }
           return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
         }
         let woke = await waiter!.sleeper.sleepAsync(
@@ -108,26 +141,84 @@
 
     /// Maps `page` for the duration of `body`, which receives the page's bytes.
     ///
+    /// The cheapest way to use a mapping: no handle, so nothing is retained; a direct map
+    /// costs a few loads, a window hit the hash lookup and its reference.
     /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws.
+    @inlinable
     public func withMapping<R>(
       of page: VMPage, flags: Flags = [], _ body: (UnsafeMutableRawBufferPointer) throws -> R
     ) throws -> R {
-      let buf = try allocate(page, flags: flags)
-      return try body(buf.bytes)
+      guard let window else {
+        return try body(
+          UnsafeMutableRawBufferPointer(start: try directAddress(page), count: vmPageSize))
+      }
+      let slot = try window.allocate(page, flags: flags)
+      defer { window.free(slot) }
+      return try body(
+        UnsafeMutableRawBufferPointer(start: base! + slot * vmPageSize, count: vmPageSize))
+    }
+
+    /// Maps pages `pages` of `object` and hands each mapping, in order, to `body`, which
+    /// owns it (keep it, or let it go to free it).
+    ///
+    /// On a window, when none of the pages is cached and a free, aligned block of adjacent
+    /// slots is found, the whole run is mapped with one `mmap` (a *page run*): one system
+    /// call, and at most one TLB shootdown, for `pages.count` pages, instead of one each.
+    /// Each page is still its own mapping, looked up, referenced and freed on its own.
+    /// Otherwise (a direct map, a run of one page, a page already cached, no free block) the
+    /// pages are allocated one by one with `flags`.
+    ///
+    /// - Precondition: every page is wired.
+    /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws; the mappings not
+    ///   yet handed to `body` are freed first.
+    public func allocateRun(
+      of object: VMObject, pages: Range<Int>, flags: Flags = [],
+      _ body: (consuming SFBuf) throws -> Void
+    ) throws {
+      let lower = pages.lowerBound
+      guard let window,
+        let first = try window.allocateRun(
+          count: pages.count, flags: flags, page: { object.page(lower + $0) })
+      else {
+        for i in pages { try body(try allocate(object.page(i), flags: flags)) }
+        return
+      }
+      for _ in pages { retainForSlot() }
+      var i = 0
+      defer {
+        // `body` threw: free the mappings it never received.
+        while i < pages.count {
+          if window.free(first + i) { Unmanaged.passUnretained(self).release() }
+          i += 1
+        }
+      }
+      while i < pages.count {
+        let page = object.page(lower + i)
+        let buf = SFBuf(
+          pool: self, slot: first + i, page: page, address: base! + (first + i) * vmPageSize)
+        i += 1
+        try body(buf)
+      }
     }
 
     @usableFromInline
     func directAllocate(_ page: VMPage) throws(SFBufError) -> SFBuf {
+      SFBuf(pool: self, slot: -1, page: page, address: try directAddress(page))
+    }
+
+    /// The address of `page` in its object's direct mapping (made on first use).
+    @inlinable
+    func directAddress(_ page: VMPage) throws(SFBufError) -> UnsafeMutableRawPointer {
       if !page.object.wiring.isWired(page.index) {
         fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
       }
-      let address = try page.object.directMapping().address(of: page.index)
-      return SFBuf(pool: self, slot: -1, page: page, address: address)
+      return try page.object.directAddress(of: page.index)
     }
 
-    /// Drops the reference of a slot (window) or nothing (direct map).
-    @inlinable func release(slot: Int) {
-      if slot >= 0 { window!.free(slot) }
+    /// Drops the reference of a slot: returns whether that was its last, when the caller
+    /// must release the pool (``retainForSlot()``). Nothing for a direct map.
+    @inlinable func releaseSlot(_ slot: Int) -> Bool {
+      slot >= 0 && window!.free(slot)
     }
   }
 
@@ -142,7 +233,7 @@
   /// a C-style ``sf_buf`` (``release()``) and use ``SFBufPool/sf_buf_ref(_:)``.
   ///
   /// The handle keeps its pool alive, and on a direct map its object too (on a window, the
-  /// slot's cached page does).
+  /// slot in use keeps the pool, and its cached page the object, alive).
   @frozen
   public struct SFBuf: ~Copyable, @unchecked Sendable {
     @usableFromInline let _pool: Unmanaged<SFBufPool>
@@ -154,10 +245,11 @@
     /// Where the page is mapped (`sf_buf_kva`).
     public let address: UnsafeMutableRawPointer
 
-    /// Takes +1 on the pool, and on the object for a direct map.
+    /// On a direct map, takes +1 on the pool and on the object; on a window, nothing (the
+    /// slot holds the pool: ``SFBufPool/retainForSlot()``).
     @inlinable
     init(pool: SFBufPool, slot: Int, page: VMPage, address: UnsafeMutableRawPointer) {
-      _pool = Unmanaged.passRetained(pool)
+      _pool = slot < 0 ? Unmanaged.passRetained(pool) : Unmanaged.passUnretained(pool)
       _object =
         slot < 0 ? Unmanaged.passRetained(page.object) : Unmanaged.passUnretained(page.object)
       self.slot = slot
@@ -185,16 +277,21 @@
     /// ``SFBufPool/sf_buf_free(_:)`` (or ``sf_buf_free(_:)`` for the default pool).
     @inlinable public consuming func release() -> sf_buf {
       let h = sf_buf(pool: pool, slot: slot, page: page, address: address)
-      _pool.release()
-      if slot < 0 { _object.release() }
+      if slot < 0 {
+        _pool.release()
+        _object.release()
+      }
       discard self
       return h
     }
 
     @inlinable deinit {
-      _pool.takeUnretainedValue().release(slot: slot)
-      _pool.release()
-      if slot < 0 { _object.release() }
+      if slot >= 0 {
+        if _pool._withUnsafeGuaranteedRef({ $0.releaseSlot(slot) }) { _pool.release() }
+      } else {
+        _pool.release()
+        _object.release()
+      }
     }
   }
 

@@ -36,6 +36,8 @@
 
     @usableFromInline var fdStorage: CInt
     private var direct: DirectMapping?
+    /// `direct`, published once made (an unretained `DirectMapping`), read without the lock.
+    @usableFromInline let directCell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     let lock = HostLock()
 
     nonisolated(unsafe) private static var nextID: UInt32 = 0
@@ -43,6 +45,8 @@
 
     private init(fd: CInt, backing: Backing, access: FileDescriptor.AccessMode) {
       fdStorage = fd
+      directCell = .allocate(capacity: 1)
+      directCell.initialize(to: nil)
       self.backing = backing
       self.access = access
       VMObject.idLock.lock()
@@ -101,6 +105,7 @@
 
     deinit {
       direct?.unmap()
+      directCell.deallocate()
       if fdStorage >= 0 { Glibc.close(fdStorage) }
     }
 
@@ -148,7 +153,27 @@
       if let d = direct { return d }
       let d = try DirectMapping(object: self, fd: fdStorage)
       direct = d
+      sfb_store_ptr(directCell, Unmanaged.passUnretained(d).toOpaque())
       return d
+    }
+
+    /// The address of page `index` in the direct mapping: a few loads once the mapping is
+    /// made and covers the page; else it is made or extended first (under the lock).
+    @inlinable
+    func directAddress(of index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
+      if let p = sfb_load_ptr(directCell),
+        let a = Unmanaged<DirectMapping>.fromOpaque(p)._withUnsafeGuaranteedRef({
+          $0.mappedAddress(of: index)
+        })
+      {
+        return a
+      }
+      return try directAddressSlow(of: index)
+    }
+
+    @usableFromInline
+    func directAddressSlow(of index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
+      try directMapping().address(of: index)
     }
   }
 

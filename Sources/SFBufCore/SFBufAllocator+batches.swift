@@ -1,0 +1,120 @@
+// Beyond one slot at a time (SPEC §4, batching): releasing the translations of many free
+// slots with one machine call, and mapping a run of consecutive pages into adjacent slots
+// with one machine call. Both run with the machine's lock held.
+
+extension SFBufAllocator {
+  // MARK: Batched reclaim
+
+  /// Drops the translations of the `batch` least recently freed slots that still have one,
+  /// so that the misses after this one remap slots with nothing present. One
+  /// ``SFBufMachine/unmap(slots:)`` per stretch of the window from the first to the last of
+  /// them that holds no slot in use: the free slots in between, cached or not, lose their
+  /// translations too (they stay cached; a later access faults the page back in). Slots in
+  /// use are never touched. The free list, the hash and the counters do not change.
+  ///
+  /// - Complexity: O(`batch` + the stretch of window covered). Locked.
+  @inlinable func releaseBatch(_ batch: Int) {
+    var marked = 0
+    var lo = nsfbufs
+    var hi = -1
+    var s = book.pointee.freeHead
+    while s >= 0 && marked < batch {
+      if !slots[Int(s)].released {
+        marks[Int(s)] = true
+        marked += 1
+        lo = min(lo, Int(s))
+        hi = max(hi, Int(s))
+      }
+      s = slots[Int(s)].freeNext
+    }
+    var start = -1
+    var last = -1
+    var i = lo
+    while i <= hi {
+      if isInUse(Int32(i)) {
+        // A slot in use ends the stretch.
+        release(start, last)
+        start = -1
+      } else if marks[i] {
+        marks[i] = false
+        if start < 0 { start = i }
+        last = i
+      }
+      i += 1
+    }
+    release(start, last)
+  }
+
+  @inlinable func release(_ start: Int, _ last: Int) {
+    guard start >= 0 else { return }
+    machine.unmap(slots: start..<(last + 1))
+    for s in start...last { slots[s].released = true }
+  }
+
+  // MARK: Runs
+
+  /// Maps `count` consecutive pages of one object (`page(0)`, `page(1)`, ...) into `count`
+  /// adjacent free slots with one ``SFBufMachine/map(run:count:slot:)``, each slot then
+  /// holding one reference to its page, exactly as `count` misses would leave them (the
+  /// counters count `count` misses and remaps). Never sleeps.
+  ///
+  /// Returns the first slot (slot `first + i` maps `page(i)`), or `nil` when no run is
+  /// possible and the caller should allocate page by page: the machine maps one page per
+  /// call, `count < 2`, one of the pages is cached already (a run must not map a page twice),
+  /// or no aligned block of `count` slots is free (and unpromised to woken sleepers). The
+  /// block tried first is the one holding the least recently freed slot.
+  ///
+  /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned.
+  /// - Throws: ``SFBufError/mappingRefused(errno:)``: the slots went back to the pool.
+  /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block.
+  @inlinable
+  public func allocateRun(
+    count: Int, flags: SFBufFlags = [], page: (Int) -> Page
+  ) throws(SFBufError) -> Int? {
+    guard Machine.mapsRuns, count >= 2, count <= nsfbufs else { return nil }
+    for i in 0..<count { checkCaller(page(i), flags) }
+    machine.lock()
+    defer { machine.unlock() }
+    guard book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
+    for i in 0..<count where lookup(page(i)) >= 0 { return nil }
+    let blocks = nsfbufs / count
+    let head = Int(book.pointee.freeHead) / count
+    var first = -1
+    for j in 0..<blocks {
+      let b = (head + j) % blocks * count
+      var free = true
+      for s in b..<(b + count) where isInUse(Int32(s)) {
+        free = false
+        break
+      }
+      if free {
+        first = b
+        break
+      }
+    }
+    guard first >= 0 else { return nil }
+    for s in Int32(first)..<Int32(first + count) {
+      removeFree(s)
+      forget(s)
+    }
+    book.pointee.counters.misses &+= count
+    let oldWasLive: Bool
+    do {
+      oldWasLive = try machine.map(run: page(0), count: count, slot: first)
+    } catch {
+      for s in (Int32(first)..<Int32(first + count)).reversed() {
+        slots[Int(s)].released = true
+        insertFree(s, atHead: true)
+      }
+      book.pointee.counters.sf_allocfail &+= 1
+      wakeWaiters()
+      throw .mappingRefused(errno: error.code)
+    }
+    book.pointee.counters.remaps &+= count
+    for i in 0..<count {
+      enter(page(i), slot: Int32(first + i), oldWasLive: oldWasLive)
+      applyCPURules(first + i, flags, hit: false)
+    }
+    return first
+  }
+}
