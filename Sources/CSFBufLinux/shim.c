@@ -76,3 +76,124 @@ int sfb_affinity_single_cpu(void) {
 }
 
 pid_t sfb_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+// MARK: sockets, for sendfile and zero-copy send
+
+#include <limits.h>
+#include <linux/errqueue.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+int sfb_send_flags(int zerocopy, int dontwait) {
+  return MSG_NOSIGNAL | (zerocopy ? MSG_ZEROCOPY : 0) | (dontwait ? MSG_DONTWAIT : 0);
+}
+
+int sfb_iov_max(void) { return IOV_MAX; }
+
+int sfb_enable_zerocopy(int fd) {
+  int one = 1;
+  return setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof one);
+}
+
+int sfb_zerocopy_reap(int fd, struct sfb_zc_completion *out, int max) {
+  int n = 0;
+  while (n < max) {
+    char control[128];
+    struct msghdr msg = {0};
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK || n > 0) break;
+      return -1;
+    }
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+      int ip = cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR;
+      int ip6 = cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR;
+      if (!ip && !ip6) continue;
+      struct sock_extended_err ee;
+      memcpy(&ee, CMSG_DATA(cm), sizeof ee);
+      struct sfb_zc_completion c = {0, 0, 0, 0};
+      if (ee.ee_origin == SO_EE_ORIGIN_ZEROCOPY && ee.ee_errno == 0) {
+        c.lo = ee.ee_info;
+        c.hi = ee.ee_data;
+        c.copied = (ee.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) != 0;
+      } else {
+        c.error = ee.ee_errno ? (int32_t)ee.ee_errno : EIO;
+      }
+      out[n++] = c;
+      break;
+    }
+  }
+  return n;
+}
+
+// cachestat(2) arrived in Linux 6.5; the C library headers here may predate it.
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct sfb_cachestat_range {
+  uint64_t off;
+  uint64_t len;
+};
+struct sfb_cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+long sfb_resident_prefix(int fd, off_t offset, long pages, long page_size) {
+  if (pages <= 0) return 0;
+  struct sfb_cachestat_range range = {(uint64_t)offset, (uint64_t)pages * (uint64_t)page_size};
+  struct sfb_cachestat cs;
+  if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0 && cs.nr_cache >= (uint64_t)pages)
+    return pages;
+  // Some page is missing (or no cachestat): find the first with mincore(2). A mapping is
+  // made and dropped; mincore reads the page cache and never faults a page in.
+  size_t length = (size_t)pages * (size_t)page_size;
+  void *p = mmap(NULL, length, PROT_READ, MAP_SHARED, fd, offset);
+  if (p == MAP_FAILED) return -1;
+  unsigned char *vec = malloc((size_t)pages);
+  if (vec == NULL) {
+    munmap(p, length);
+    errno = ENOMEM;
+    return -1;
+  }
+  long r = -1;
+  if (mincore(p, length, vec) == 0) {
+    r = 0;
+    while (r < pages && (vec[r] & 1)) r++;
+  }
+  int saved = errno;
+  free(vec);
+  munmap(p, length);
+  errno = saved;
+  return r;
+}
+
+int sfb_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int sfb_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int sfb_epoll_arm(int epfd, int fd, int add, int writable, uint64_t token) {
+  struct epoll_event ev;
+  ev.events = EPOLLONESHOT | EPOLLERR | (writable ? EPOLLOUT : 0);
+  ev.data.u64 = token;
+  return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+}
+
+int sfb_epoll_del(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+int sfb_epoll_wait(int epfd, uint64_t *tokens, uint32_t *what, int max, int timeout_ms) {
+  struct epoll_event evs[64];
+  if (max > 64) max = 64;
+  int n = epoll_wait(epfd, evs, max, timeout_ms);
+  for (int i = 0; i < n; i++) {
+    tokens[i] = evs[i].data.u64;
+    what[i] = ((evs[i].events & EPOLLOUT) ? SFB_EV_WRITABLE : 0) |
+              ((evs[i].events & EPOLLERR) ? SFB_EV_ERROR : 0) |
+              ((evs[i].events & EPOLLHUP) ? SFB_EV_HANGUP : 0);
+  }
+  return n;
+}

@@ -73,4 +73,55 @@ static inline void sfb_store_ptr(void **p, void *v) {
   __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
+// MARK: sockets, for sendfile and zero-copy send (SFSendfile)
+//
+// The kernel's own headers (<linux/errqueue.h>, <sys/epoll.h>, cachestat) stay in shim.c;
+// Swift sees plain functions and small structures.
+
+/// MSG_NOSIGNAL | MSG_ZEROCOPY when `zerocopy`, else MSG_NOSIGNAL; | MSG_DONTWAIT when
+/// `dontwait`. The flags every send of SFSendfile uses: no SIGPIPE, ever.
+int sfb_send_flags(int zerocopy, int dontwait);
+/// IOV_MAX: the most iovecs one sendmsg(2) takes.
+int sfb_iov_max(void);
+/// setsockopt(SOL_SOCKET, SO_ZEROCOPY, 1). Returns 0, or -1 with errno (EOPNOTSUPP or
+/// ENOPROTOOPT where the socket or kernel cannot do zero-copy).
+int sfb_enable_zerocopy(int fd);
+
+/// One zero-copy completion from a socket's error queue: the notifications `lo` ... `hi`
+/// (inclusive, counting modulo 2^32) are done. `copied` is 1 when the kernel copied the data
+/// after all (SO_EE_CODE_ZEROCOPY_COPIED). `error` is the ee_errno of an error-queue message
+/// that is not a zero-copy completion (then lo and hi are 0), else 0.
+struct sfb_zc_completion {
+  uint32_t lo;
+  uint32_t hi;
+  int32_t copied;
+  int32_t error;
+};
+/// Reads up to `max` messages from the socket's error queue without waiting
+/// (recvmsg MSG_ERRQUEUE | MSG_DONTWAIT) and decodes their sock_extended_err. Returns how
+/// many were read (0 when the queue is empty), or -1 with errno when the first read fails
+/// for another reason than an empty queue.
+int sfb_zerocopy_reap(int fd, struct sfb_zc_completion *out, int max);
+
+/// How many pages, from the first, of the `pages` pages at `offset` (a multiple of
+/// `page_size`) of the file are in the page cache now. Starts no I/O and touches no page:
+/// cachestat(2) when the kernel has it, else mincore(2) on a temporary mapping. Returns -1
+/// with errno on failure.
+long sfb_resident_prefix(int fd, off_t offset, long pages, long page_size);
+
+/// accept4(2) with SOCK_CLOEXEC, the peer's address not wanted.
+int sfb_accept_cloexec(int fd);
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int sfb_epoll_create(void);
+/// Arms `fd` once (EPOLLONESHOT) for errors (always) and, when `writable`, for EPOLLOUT,
+/// with `token` as its data: EPOLL_CTL_ADD when `add`, else EPOLL_CTL_MOD.
+int sfb_epoll_arm(int epfd, int fd, int add, int writable, uint64_t token);
+/// EPOLL_CTL_DEL.
+int sfb_epoll_del(int epfd, int fd);
+/// Bits of `sfb_epoll_wait`'s `what`.
+enum { SFB_EV_WRITABLE = 1, SFB_EV_ERROR = 2, SFB_EV_HANGUP = 4 };
+/// epoll_wait: up to `max` events as (token, what) pairs. Returns the count, or -1 with errno.
+int sfb_epoll_wait(int epfd, uint64_t *tokens, uint32_t *what, int max, int timeout_ms);
+
 #endif

@@ -1,0 +1,294 @@
+import CSFBufLinux
+import Glibc
+import SFBufCore
+import SFBufHost
+import SystemPackage
+import Testing
+
+@testable import SFSendfile
+
+// MARK: Files
+
+/// A file of `size` bytes of random content (from /dev/urandom) under /tmp, which lives
+/// until the value goes away.
+final class TempFile: @unchecked Sendable {
+  let path: String
+  let bytes: [UInt8]
+
+  init(size: Int, prefix: String = "sfsendfile") {
+    path = makeTempPath(prefix)
+    var b = [UInt8](repeating: 0, count: size)
+    if size > 0 {
+      let fd = open("/dev/urandom", O_RDONLY)
+      precondition(fd >= 0)
+      b.withUnsafeMutableBytes { p in
+        var done = 0
+        while done < size {
+          let n = read(fd, p.baseAddress! + done, min(size - done, 1 << 20))
+          precondition(n > 0)
+          done += n
+        }
+      }
+      close(fd)
+    }
+    bytes = b
+    let fd = open(path, O_WRONLY | O_TRUNC)
+    precondition(fd >= 0)
+    b.withUnsafeBytes { p in
+      var done = 0
+      while done < size {
+        let n = write(fd, p.baseAddress! + done, size - done)
+        precondition(n > 0)
+        done += n
+      }
+    }
+    close(fd)
+  }
+
+  /// A fresh object for the file (read-only), so each test counts its own wires.
+  func object(access: FileDescriptor.AccessMode = .readOnly) throws -> VMObject {
+    try VMObject.file(FilePath(path), access: access)
+  }
+
+  /// Truncates the file to `size` bytes through a descriptor of its own.
+  func truncate(to size: Int) {
+    let fd = open(path, O_RDWR)
+    precondition(fd >= 0 && ftruncate(fd, off_t(size)) == 0)
+    close(fd)
+  }
+
+  deinit { unlink(path) }
+}
+
+/// The file's bytes `offset ..< offset + count` as sendfile sends them (count 0: to the end).
+func expected(_ f: TempFile, offset: Int, count: Int, headers: [UInt8] = [], trailers: [UInt8] = [])
+  -> [UInt8]
+{
+  let start = min(offset, f.bytes.count)
+  let end = count == 0 ? f.bytes.count : min(offset + count, f.bytes.count)
+  return headers + Array(f.bytes[start..<max(start, end)]) + trailers
+}
+
+func makeTempPath(_ prefix: String) -> String {
+  var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+  let fd = mkstemp(&template)
+  precondition(fd >= 0)
+  close(fd)
+  return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// The contents of the file at `path`.
+func readAll(_ path: String) -> [UInt8] {
+  let fd = open(path, O_RDONLY)
+  guard fd >= 0 else { return [] }
+  defer { close(fd) }
+  var out: [UInt8] = []
+  var buf = [UInt8](repeating: 0, count: 1 << 20)
+  while true {
+    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    if n <= 0 { return out }
+    out += buf[0..<n]
+  }
+}
+
+/// Byte equality through memcmp (debug builds compare arrays element by element, slowly).
+func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+  a.count == b.count
+    && a.withUnsafeBytes { pa in
+      b.withUnsafeBytes { pb in a.isEmpty || memcmp(pa.baseAddress!, pb.baseAddress!, a.count) == 0
+      }
+    }
+}
+
+// MARK: Pools and counters
+
+enum PoolKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+  case window, direct
+  func make(slots: Int = 16) throws -> SFBufPool {
+    self == .direct ? .directMap() : try SFBufPool(nsfbufs: slots)
+  }
+  var testDescription: String { rawValue }
+}
+
+/// Checks what every failure must leave behind: no mapping in use, no page wired.
+func expectClean(
+  _ pool: SFBufPool, _ object: VMObject, sourceLocation: SourceLocation = #_sourceLocation
+) {
+  #expect(pool.stats.nsfbufsused == 0, "sf_bufs still in use", sourceLocation: sourceLocation)
+  let pages = (try? object.pageCount()) ?? 0
+  let wired = (0..<max(pages, 1) + 64).filter { object.page($0).wireCount != 0 }
+  #expect(wired.isEmpty, "pages still wired: \(wired.prefix(8))", sourceLocation: sourceLocation)
+}
+
+// MARK: Peers
+
+/// A connected pair over loopback TCP: `sender` (ours) and `receiver`, with timeouts so
+/// nothing waits forever.
+func loopbackPair(timeout: Double = 20) throws -> (sender: Socket, receiver: Socket) {
+  let l = try Listener()
+  let s = try Socket.connect(host: "127.0.0.1", port: l.port)
+  let r = try l.accept(timeout: 5)
+  try s.setTimeouts(send: timeout, receive: timeout)
+  try r.setTimeouts(send: timeout, receive: timeout)
+  return (s, r)
+}
+
+/// A thread reading a socket to the end into memory; `limit` closes it after that many.
+final class Reader: @unchecked Sendable {
+  private let thread: TestThread
+  private let box = Shared<[UInt8]>([])
+
+  init(_ socket: Socket, limit: Int? = nil, startAfter: Double = 0) {
+    let box = self.box
+    thread = TestThread {
+      if startAfter > 0 { usleep(UInt32(startAfter * 1e6)) }
+      var got: [UInt8] = []
+      var buf = [UInt8](repeating: 0, count: 1 << 18)
+      while limit.map({ got.count < $0 }) ?? true {
+        let want = min(buf.count, limit.map { $0 - got.count } ?? buf.count)
+        let n = buf.withUnsafeMutableBytes {
+          (try? socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))) ?? 0
+        }
+        if n <= 0 { break }
+        got += buf[0..<n]
+      }
+      if limit != nil { socket.close() }
+      box.with { $0 = got }
+    }
+  }
+
+  /// Waits for the end and returns what was read.
+  func join() -> [UInt8] {
+    thread.join()
+    return box.get
+  }
+}
+
+/// A program from Debian run as a peer (posix_spawn), waited for with a deadline. A missing
+/// program fails the test with a message saying what to install; nothing is skipped.
+final class Peer {
+  let pid: pid_t
+  let name: String
+
+  init(_ argv: [String], stdin: String? = nil, stdout: String? = nil) throws {
+    name = argv[0]
+    guard let exe = Peer.find(argv[0]) else {
+      Issue.record(
+        "\(argv[0]) is not installed: apt-get install -y socat netcat-openbsd")
+      throw PeerError.missing(argv[0])
+    }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    if let stdin { posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0) }
+    if let stdout {
+      posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    }
+    var p = pid_t()
+    let args = ([exe] + argv.dropFirst()).map { strdup($0) } + [nil]
+    defer { for a in args { free(a) } }
+    let r = posix_spawn(&p, exe, &actions, nil, args, environ)
+    guard r == 0 else { throw PeerError.spawn(argv[0], r) }
+    pid = p
+  }
+
+  static func find(_ name: String) -> String? {
+    for dir in ["/usr/bin", "/bin", "/usr/local/bin", "/usr/sbin"] {
+      let path = "\(dir)/\(name)"
+      if access(path, X_OK) == 0 { return path }
+    }
+    return nil
+  }
+
+  /// Waits at most `timeout` seconds; a peer still running then is killed and reported.
+  /// Returns its exit status (or 128 + signal).
+  @discardableResult
+  func wait(timeout: Double = 30) -> Int32 {
+    let deadline = monotonicNow() + timeout
+    var status: Int32 = 0
+    while waitpid(pid, &status, WNOHANG) == 0 {
+      if monotonicNow() > deadline {
+        Issue.record("\(name) (pid \(pid)) did not finish in \(timeout) s; killed")
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+        return -1
+      }
+      usleep(2000)
+    }
+    let sig = status & 0x7f
+    return sig == 0 ? (status >> 8) & 0xff : 128 + sig
+  }
+}
+
+enum PeerError: Error {
+  case missing(String)
+  case spawn(String, Int32)
+}
+
+// MARK: Threads and signals
+
+/// A thread running `body`, joinable, that receives SIGUSR1 (threads of the test runner
+/// block signals, and new threads inherit that mask).
+final class TestThread: @unchecked Sendable {
+  private var thread = pthread_t()
+  private let body: @Sendable () -> Void
+  private let doneFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+
+  init(_ body: @escaping @Sendable () -> Void) {
+    self.body = body
+    doneFlag.initialize(to: 0)
+    let r = pthread_create(
+      &thread, nil,
+      { arg in
+        let t = Unmanaged<TestThread>.fromOpaque(arg!).takeRetainedValue()
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        t.body()
+        sfb_store_u32(t.doneFlag, 1)
+        return nil
+      }, Unmanaged.passRetained(self).toOpaque())
+    precondition(r == 0)
+  }
+
+  var isDone: Bool { sfb_load_u32(doneFlag) != 0 }
+  func signal(_ sig: Int32) { pthread_kill(thread, sig) }
+  func join() { pthread_join(thread, nil) }
+}
+
+/// A value shared between threads under a lock.
+final class Shared<T>: @unchecked Sendable {
+  private var value: T
+  private var mutex = pthread_mutex_t()
+  init(_ v: T) {
+    value = v
+    pthread_mutex_init(&mutex, nil)
+  }
+  func with<R>(_ body: (inout T) -> R) -> R {
+    pthread_mutex_lock(&mutex)
+    defer { pthread_mutex_unlock(&mutex) }
+    return body(&value)
+  }
+  var get: T { with { $0 } }
+}
+
+/// Installs a do-nothing handler for `sig` without SA_RESTART, so a sleep or a blocking call
+/// in progress returns EINTR, as the kernel's PCATCH sleeps expect.
+func installInterruptingHandler(_ sig: Int32) {
+  var sa = sigaction()
+  sa.__sigaction_handler.sa_handler = { _ in }
+  sigemptyset(&sa.sa_mask)
+  sa.sa_flags = 0
+  precondition(sigaction(sig, &sa, nil) == 0)
+}
+
+/// Waits, at most `seconds`, until `cond` holds; returns whether it did.
+func waitUntil(seconds: Double = 10, _ cond: () -> Bool) -> Bool {
+  let deadline = monotonicNow() + seconds
+  while monotonicNow() < deadline {
+    if cond() { return true }
+    usleep(1000)
+  }
+  return cond()
+}
