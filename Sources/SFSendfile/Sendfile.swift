@@ -68,6 +68,8 @@
     var chainPages = 64
     /// Called before each `sendmsg` with the file offset the send starts at.
     var beforeSend: ((Int) -> Void)? = nil
+    /// Called with the errno of each failed `sendmsg`.
+    var onSendError: ((Errno) -> Void)? = nil
   }
 
   func sendfile(
@@ -287,8 +289,9 @@
       }
     }
 
-    /// `SF_NODISKIO`: how many of the chain's pages, from the first, are resident. None:
-    /// start reading them (without waiting) and end the call busy.
+    /// `SF_NODISKIO`: how many of the chain's pages, from the first, are resident. The
+    /// missing ones are read in the background (`POSIX_FADV_WILLNEED`, which does not wait)
+    /// so that a later call finds them; none resident ends the call busy now.
     mutating func residentPages(_ firstPage: Int, _ pages: Int) throws(SendfileError) -> Int {
       let fd = file.fileDescriptor
       let resident: Int
@@ -299,10 +302,9 @@
         throw SendfileError(.system, bytesSent: sent, errno: error)
       }
       if resident == pages { return pages }
-      if resident == 0 {
-        Sys.willNeed(fd, offset: firstPage * vmPageSize, length: pages * vmPageSize)
-        throw SendfileError(.busy, bytesSent: sent, errno: .resourceBusy)
-      }
+      Sys.willNeed(
+        fd, offset: (firstPage + resident) * vmPageSize, length: (pages - resident) * vmPageSize)
+      if resident == 0 { throw SendfileError(.busy, bytesSent: sent, errno: .resourceBusy) }
       busyAfterChain = true
       return resident
     }
@@ -323,6 +325,7 @@
             sfb_send_flags(zcID == nil ? 0 : 1, 0))
         } catch {
           if let zcID { socket.abortZeroCopy(zcID) }
+          hooks.onSendError?(error)
           switch error {
           case .badAddress:
             // A page past the end of a file truncated since the size was read.

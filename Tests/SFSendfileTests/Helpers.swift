@@ -91,13 +91,22 @@ func readAll(_ path: String) -> [UInt8] {
   }
 }
 
-/// Byte equality through memcmp (debug builds compare arrays element by element, slowly).
-func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-  a.count == b.count
-    && a.withUnsafeBytes { pa in
-      b.withUnsafeBytes { pb in a.isEmpty || memcmp(pa.baseAddress!, pb.baseAddress!, a.count) == 0
-      }
-    }
+/// Checks that `got` equals `want` (through memcmp: debug builds compare arrays element by
+/// element, slowly), reporting lengths and the first difference rather than the bytes.
+func expectSame(
+  _ got: [UInt8], _ want: [UInt8], _ what: String = "bytes received",
+  sourceLocation: SourceLocation = #_sourceLocation
+) {
+  let n = min(got.count, want.count)
+  let equalPrefix = got.withUnsafeBytes { pa in
+    want.withUnsafeBytes { pb in n == 0 || memcmp(pa.baseAddress!, pb.baseAddress!, n) == 0 }
+  }
+  if equalPrefix && got.count == want.count { return }
+  var first = n
+  if !equalPrefix { first = (0..<n).first { got[$0] != want[$0] } ?? n }
+  Issue.record(
+    "\(what): \(got.count) bytes, expected \(want.count); first difference at \(first)",
+    sourceLocation: sourceLocation)
 }
 
 // MARK: Pools and counters
@@ -281,6 +290,17 @@ func installInterruptingHandler(_ sig: Int32) {
   sigemptyset(&sa.sa_mask)
   sa.sa_flags = 0
   precondition(sigaction(sig, &sa, nil) == 0)
+}
+
+/// Waits, at most `seconds`, until `cond` holds, without blocking a thread of the
+/// cooperative pool; returns whether it did.
+func waitUntilAsync(seconds: Double = 10, _ cond: () -> Bool) async -> Bool {
+  let deadline = monotonicNow() + seconds
+  while monotonicNow() < deadline {
+    if cond() { return true }
+    try? await Task.sleep(nanoseconds: 1_000_000)
+  }
+  return cond()
 }
 
 /// Waits, at most `seconds`, until `cond` holds; returns whether it did.

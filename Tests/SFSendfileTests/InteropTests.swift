@@ -37,7 +37,7 @@ struct InteropTests {
     #expect(n == want.count)
     let got = readAll(out)
     #expect(got.count == want.count)
-    #expect(same(got, want), "socat received other bytes than the file's")
+    expectSame(got, want, "socat received other bytes than the file's")
     expectClean(pool, object)
   }
 
@@ -85,7 +85,7 @@ struct InteropTests {
     close(fd)
     #expect(peer.wait() == 0)
     #expect(n == size)
-    #expect(same(readAll(out), f.bytes))
+    expectSame(readAll(out), f.bytes)
   }
 
   @Test("nc receives from our sendfile, and sends to our receiver", arguments: PoolKind.allCases)
@@ -104,7 +104,7 @@ struct InteropTests {
     socket.close()
     #expect(receiver.wait() == 0)
     #expect(n == 3 + f.bytes.count - 5)
-    #expect(same(readAll(out), expected(f, offset: 5, count: 0, headers: [1, 2, 3])))
+    expectSame(readAll(out), expected(f, offset: 5, count: 0, headers: [1, 2, 3]))
     expectClean(pool, object)
     // nc sends.
     let sender = try Peer(["nc", "-N", "127.0.0.1", "\(listener.port)"], stdin: f.path)
@@ -115,6 +115,6 @@ struct InteropTests {
     close(fd)
     incoming.close()
     #expect(sender.wait() == 0)
-    #expect(same(readAll(out), f.bytes))
+    expectSame(readAll(out), f.bytes)
   }
 }
