@@ -55,12 +55,12 @@ public struct SFBufFlags: OptionSet, Sendable, Hashable {
 
   /// `SFB_CATCH`: sleep interruptibly; a signal (or task cancellation) while waiting makes
   /// the allocation fail with ``SFBufError/interrupted``.
-  public static let interruptible = SFBufFlags(rawValue: 1)
+  @inlinable public static var interruptible: SFBufFlags { SFBufFlags(rawValue: 1) }
   /// `SFB_CPUPRIVATE`: the mapping need only be valid on the calling CPU. The caller must be
   /// pinned (`sched_pin`) and touch the address on that CPU only.
-  public static let cpuPrivate = SFBufFlags(rawValue: 2)
+  @inlinable public static var cpuPrivate: SFBufFlags { SFBufFlags(rawValue: 2) }
   /// `SFB_NOWAIT`: fail with ``SFBufError/wouldBlock`` instead of sleeping.
-  public static let noWait = SFBufFlags(rawValue: 4)
+  @inlinable public static var noWait: SFBufFlags { SFBufFlags(rawValue: 4) }
 }
 
 /// Why an allocation returned no mapping.

@@ -45,8 +45,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var cpus = CPUSet()
     @usableFromInline var freePrev: Int32 = -1
     @usableFromInline var freeNext: Int32 = -1
-    /// The translation was dropped by a batch (``SFBufMachine/unmap(slots:)``).
-    @usableFromInline var released = false
+    /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
+    /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
+    @usableFromInline var released = true
   }
 
   /// What the lock guards for the pool.

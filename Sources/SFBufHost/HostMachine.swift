@@ -91,7 +91,8 @@
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
-            addr, vmPageSize, object.protection, MAP_SHARED | MAP_FIXED, fd, off_t(page.offset))
+            addr, vmPageSize, object.protection, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd,
+            off_t(page.offset))
         }
       } catch {
         _ = try? Posix.mmap(
@@ -115,8 +116,8 @@
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
-            addr, count * vmPageSize, object.protection, MAP_SHARED | MAP_FIXED, fd,
-            off_t(first.offset))
+            addr, count * vmPageSize, object.protection, MAP_SHARED | MAP_FIXED | MAP_POPULATE,
+            fd, off_t(first.offset))
         }
       } catch {
         _ = try? Posix.mmap(

@@ -25,6 +25,10 @@
 
     /// The window allocator, or `nil` for a direct map.
     public let window: Window?
+    /// ``window`` without reference counting, for the hot paths: reading a strong property
+    /// retains the allocator, and that count would be one cache line shared by every thread.
+    /// Valid as long as the pool (which holds ``window``) is.
+    @usableFromInline let hotWindow: Unmanaged<Window>?
     @usableFromInline let base: UnsafeMutableRawPointer?
 
     /// A direct-map pool. Cheap: objects are mapped when their first page is allocated.
@@ -57,6 +61,7 @@
 
     private init(window: Window?) {
       self.window = window
+      self.hotWindow = window.map { Unmanaged.passUnretained($0) }
       self.base = window?.machine.base
     }
 
@@ -102,9 +107,13 @@
     ///   `.interruptible`), or ``SFBufError/mappingRefused(errno:)``.
     @inlinable
     public func allocate(_ page: VMPage, flags: Flags = []) throws(SFBufError) -> SFBuf {
-      guard let window else { return try directAllocate(page) }
+      guard let window = hotWindow else { return try directAllocate(page) }
       var activated = false
-      let slot = try window.allocate(page, flags: flags, activated: &activated)
+      let slot = try window._withUnsafeGuaranteedRef {
+        w -> Result<Int, SFBufError> in
+        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, activated: &activated)
+        }
+      }.get()
       if activated { retainForSlot() }
       return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
     }
@@ -148,12 +157,15 @@
     public func withMapping<R>(
       of page: VMPage, flags: Flags = [], _ body: (UnsafeMutableRawBufferPointer) throws -> R
     ) throws -> R {
-      guard let window else {
+      guard let window = hotWindow else {
         return try body(
           UnsafeMutableRawBufferPointer(start: try directAddress(page), count: vmPageSize))
       }
-      let slot = try window.allocate(page, flags: flags)
-      defer { window.free(slot) }
+      let slot = try window._withUnsafeGuaranteedRef {
+        w -> Result<Int, SFBufError> in
+        Result { () throws(SFBufError) in try w.allocate(page, flags: flags) }
+      }.get()
+      defer { window._withUnsafeGuaranteedRef { $0.free(slot) } }
       return try body(
         UnsafeMutableRawBufferPointer(start: base! + slot * vmPageSize, count: vmPageSize))
     }
@@ -218,7 +230,7 @@
     /// Drops the reference of a slot: returns whether that was its last, when the caller
     /// must release the pool (``retainForSlot()``). Nothing for a direct map.
     @inlinable func releaseSlot(_ slot: Int) -> Bool {
-      slot >= 0 && window!.free(slot)
+      slot >= 0 && hotWindow!._withUnsafeGuaranteedRef { $0.free(slot) }
     }
   }
 

@@ -79,7 +79,7 @@
     /// `sf_buf_ref(sf)`: adds a reference to a mapping in use.
     @inlinable public func sf_buf_ref(_ sf: sf_buf) {
       checkOwn(sf, "sf_buf_ref")
-      if sf.slot >= 0 { window!.ref(sf.slot) }
+      if sf.slot >= 0 { hotWindow!._withUnsafeGuaranteedRef { $0.ref(sf.slot) } }
     }
 
     @inlinable func checkOwn(_ sf: sf_buf, _ caller: StaticString) {

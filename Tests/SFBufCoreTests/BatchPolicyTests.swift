@@ -1,0 +1,122 @@
+import SFBufCore
+import Testing
+
+/// A machine that only records: which slot maps which page, and every batch release.
+final class BatchRecordingMachine: SFBufMachine {
+  struct Key: SFBufPageKey {
+    var n: Int
+    var hashKey: UInt { UInt(n) }
+  }
+  final class Sleeper {}
+
+  var mapped: [Int: Int] = [:]
+  var releases: [Range<Int>] = []
+  var maps = 0
+  var runMaps = 0
+  /// Slots the test holds references to, which a release must never cover.
+  var held: Set<Int> = []
+
+  func lock() {}
+  func unlock() {}
+  func map(_ page: Key, slot: Int) throws(SFBufMapError) -> Bool {
+    maps += 1
+    mapped[slot] = page.n
+    return true
+  }
+  static var tracksTLBs: Bool { false }
+  var currentCPU: Int { 0 }
+  var allCPUs: CPUSet { .first(1) }
+  func invalidateLocal(slot: Int) {}
+  func shootdown(slot: Int, cpus: CPUSet) {}
+  var isPinned: Bool { true }
+  func isWired(_ page: Key) -> Bool { true }
+  func makeSleeper() -> Sleeper { Sleeper() }
+  func prepareToSleep(_ sleeper: Sleeper) {}
+  func sleep(_ sleeper: Sleeper, interruptible: Bool) -> Bool { false }
+  func wake(_ sleeper: Sleeper) {}
+  func unmap(slots: Range<Int>) {
+    precondition(held.isDisjoint(with: slots), "a release covered a slot in use")
+    releases.append(slots)
+  }
+  static var mapsRuns: Bool { true }
+  func map(run first: Key, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
+    runMaps += 1
+    for i in 0..<count { mapped[slot + i] = first.n + i }
+    return true
+  }
+}
+
+@Suite("Batched reclaim and runs in the core")
+struct BatchPolicyTests {
+  typealias Key = BatchRecordingMachine.Key
+
+  @Test("both policies hand out the same slots in the same order, with the same counters")
+  func samePolicy() throws {
+    var results: [[Int]] = []
+    var counters: [SFBufStats] = []
+    for policy in [SFBufReclaimPolicy.faithful, .batched(batch: 3)] {
+      let m = BatchRecordingMachine()
+      let a = SFBufAllocator(machine: m, nsfbufs: 8, policy: policy)
+      var slots: [Int] = []
+      var held: [Int] = []
+      var rng: UInt64 = 42
+      for step in 0..<2000 {
+        rng = rng &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        let page = Int(rng >> 33) % 24
+        if let s = try? a.allocate(Key(n: page), flags: .noWait) {
+          #expect(m.mapped[s] == page)
+          slots.append(s)
+          held.append(s)
+          m.held.insert(s)
+        }
+        if held.count > 3 || (step % 3 == 0 && !held.isEmpty) {
+          let s = held.removeFirst()
+          if a.free(s) { m.held.remove(s) }
+        }
+        #expect(a.checkInvariants() == nil)
+      }
+      for s in held { a.free(s) }
+      results.append(slots)
+      counters.append(a.stats)
+      if case .batched = policy { #expect(!m.releases.isEmpty) }
+    }
+    #expect(results[0] == results[1])
+    #expect(counters[0] == counters[1])
+  }
+
+  @Test("a batch covers the least recently freed slots, never a slot in use")
+  func batchSkipsInUse() throws {
+    let m = BatchRecordingMachine()
+    let a = SFBufAllocator(machine: m, nsfbufs: 8, policy: .batched(batch: 8))
+    for i in 0..<8 { _ = try a.allocate(Key(n: i)) }
+    // Keep slots 2 and 5 in use; free the rest in address order.
+    m.held = [2, 5]
+    for s in [0, 1, 3, 4, 6, 7] { a.free(s) }
+    _ = try a.allocate(Key(n: 100))  // a miss on a slot whose translation is present
+    #expect(m.releases == [0..<2, 3..<5, 6..<8])
+    // The next misses land on released slots: no new release until they are used up.
+    for i in 101..<106 { _ = try a.allocate(Key(n: i)) }
+    #expect(m.releases.count == 3)
+    #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("a run maps adjacent slots with one call; each slot is its own mapping")
+  func runs() throws {
+    let m = BatchRecordingMachine()
+    let a = SFBufAllocator(machine: m, nsfbufs: 16)
+    let first = try #require(try a.allocateRun(count: 4) { Key(n: 40 + $0) })
+    #expect(m.runMaps == 1 && m.maps == 0)
+    for i in 0..<4 {
+      #expect(a.page(ofSlot: first + i).n == 40 + i)
+      #expect(a.cachedSlot(of: Key(n: 40 + i)) == first + i)
+      #expect(a.references(ofSlot: first + i) == 1)
+    }
+    #expect(a.stats.misses == 4 && a.stats.remaps == 4 && a.stats.nsfbufsused == 4)
+    // Freed one by one; a hit finds each.
+    for i in 0..<4 { a.free(first + i) }
+    #expect(try a.allocate(Key(n: 42)) == first + 2)
+    // A run containing a cached page is refused: the caller goes page by page.
+    #expect(try a.allocateRun(count: 4) { Key(n: 41 + $0) } == nil)
+    #expect(a.checkInvariants() == nil)
+  }
+}

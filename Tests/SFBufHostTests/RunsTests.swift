@@ -1,0 +1,81 @@
+import Glibc
+import SFBufCore
+import Testing
+
+@testable import SFBufHost
+
+/// Page runs: k consecutive pages of one object in k adjacent slots with one `mmap`.
+@Suite("Page runs")
+struct RunsTests {
+  @Test(
+    "a run is one mmap; each page is its own mapping",
+    arguments: [SFBufReclaimPolicy.faithful, .batched(batch: 8)])
+  func oneCall(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 32, policy: policy)
+    let o = try taggedAnonymous(pages: 64)
+    var slots: [Int] = []
+    var kept: [sf_buf] = []
+    try pool.allocateRun(of: o, pages: 8..<16) { buf in
+      #expect(readTag(buf) == tag(o, buf.pageIndex))
+      slots.append(buf.slot)
+      kept.append(buf.release())
+    }
+    #expect(pool.mapCalls == 1)
+    #expect(slots == Array(slots[0]..<(slots[0] + 8)))
+    #expect(kept.map { sf_buf_page($0).index } == Array(8..<16))
+    let s = pool.stats
+    #expect(s.misses == 8 && s.remaps == 8 && s.nsfbufsused == 8)
+    // Looked up, referenced and freed one by one.
+    let hit = try pool.allocate(o.page(12))
+    #expect(hit.slot == slots[4])
+    pool.sf_buf_ref(kept[4])
+    pool.sf_buf_free(kept[4])
+    for sf in kept { pool.sf_buf_free(sf) }
+    #expect(pool.stats.nsfbufsused == 1)
+    hit.free()
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
+  @Test("a run with a cached page goes page by page, without mapping a page twice")
+  func cachedPageFallsBack() throws {
+    let pool = try SFBufPool(nsfbufs: 32)
+    let o = try taggedAnonymous(pages: 64)
+    let cached = try pool.allocate(o.page(10))
+    var got: [Int] = []
+    try pool.allocateRun(of: o, pages: 8..<12) { buf in
+      #expect(readTag(buf) == tag(o, buf.pageIndex))
+      if buf.pageIndex == 10 { #expect(buf.slot == cached.slot) }
+      got.append(buf.pageIndex)
+    }
+    #expect(got == [8, 9, 10, 11])
+    #expect(pool.mapCalls == 4)  // page 10's, then 8, 9, 11 one by one
+    #expect(pool.stats.hits == 1)
+    _ = consume cached
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
+  @Test("a throwing body frees the mappings it never received")
+  func throwingBody() throws {
+    struct Stop: Error {}
+    let pool = try SFBufPool(nsfbufs: 16)
+    let o = try taggedAnonymous(pages: 16)
+    var n = 0
+    #expect(throws: Stop.self) {
+      try pool.allocateRun(of: o, pages: 0..<8) { _ in
+        n += 1
+        if n == 3 { throw Stop() }
+      }
+    }
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
+  @Test("runs on a direct map are page by page")
+  func directMap() throws {
+    let pool = SFBufPool.directMap()
+    let o = try taggedAnonymous(pages: 8)
+    var got: [UInt64] = []
+    try pool.allocateRun(of: o, pages: 2..<6) { got.append(readTag($0)) }
+    #expect(got == (2..<6).map { tag(o, $0) })
+  }
+}
