@@ -1,7 +1,485 @@
 import ArgumentParser
+import Glibc
+import SFBufCore
+import SFBufHost
+import Synchronization
 
-/// `sfbuf bench pages` (the default of `sfbuf bench`): issue 5; written by its owner.
+/// `sfbuf bench pages` (the default of `sfbuf bench`): the window against what a user would
+/// otherwise do, side by side and interleaved, on the same object.
+///
+/// Peers: the direct map (the limit), `pread` into a buffer, `mmap` + `munmap` per access,
+/// the window with the faithful policy, and the window with the batched policy (and page
+/// runs on the sequential scan). Workloads: hot hits, uniform random pages, Zipf(0.99), and
+/// a sequential scan reading whole pages, each with 1 and 2 threads. Each trial round runs
+/// every cell once, so slow drifts of the machine hit every peer alike.
 struct BenchPagesCommand: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "pages")
-  func run() throws { throw ValidationError("sfbuf bench pages is not built yet") }
+  static let configuration = CommandConfiguration(
+    commandName: "pages",
+    abstract: "Page access through sf_buf windows against the direct map, pread and mmap.",
+    discussion: """
+      Cells: workload x threads x peer. Per cell: ns per page (median of the trials, with
+      min and max; with 2 threads, wall time x threads / pages, i.e. per thread), the
+      window's hit rate, mapping system calls per page (mmap, munmap, madvise), TLB
+      shootdowns per page (delta of the TLB: line of /proc/interrupts, all CPUs; n/a where
+      the file lacks it), and Swift heap objects allocated per access (swift_allocObject).
+
+      Workloads: hot (32 pages per thread, each also held by a keeper, so hits find
+      mappings in use; one word read per access), uniform (uniform random pages over 8 x nsfbufs pages; one
+      word), zipf (Zipf(0.99) over 16 x nsfbufs pages; one word), seq (each thread scans
+      its share of 16 x nsfbufs pages in order, reading every word of every page).
+      pread reads what the access reads (8 bytes, or the whole page for seq).
+
+      --json prints one object: {"schema": "sfbuf-bench-pages/1", "config": {...},
+      "tlbCounter": bool, "cells": [{"workload", "threads", "peer", "pages",
+      "nsPerPage": {"median", "min", "max"}, "hitRate" (null off the window),
+      "mapCallsPerPage", "shootdownsPerPage" (null without the TLB line),
+      "shootdownsPerMiss" (null off the window or without misses), "allocsPerAccess",
+      "vsDirect", "vsPread"}]}. Ratios are median ns per page over the direct map's and
+      pread's in the same workload and thread count (above 1: slower).
+      """
+  )
+
+  @Flag(help: "Fewer and shorter trials (under 10 s).")
+  var quick = false
+  @Flag(help: "Print JSON instead of the table.")
+  var json = false
+  @Option(help: "Window slots.")
+  var nsfbufs = 512
+  @Option(help: "Trials per cell (default 5, --quick 3).")
+  var trials: Int?
+  @Option(help: "Batch of the batched policy (default nsfbufs / 4).")
+  var batch: Int?
+  @Option(
+    name: .customLong("run"), help: "Pages per run in the sequential scan of the batched peer.")
+  var runPages = 16
+
+  func validate() throws {
+    guard (64...SFBufPool.maxSlots / 16).contains(nsfbufs) else {
+      throw ValidationError("--nsfbufs must be in 64...\(SFBufPool.maxSlots / 16)")
+    }
+    if let trials, !(1...100).contains(trials) {
+      throw ValidationError("--trials must be in 1...100")
+    }
+    if let batch, !(1...nsfbufs).contains(batch) {
+      throw ValidationError("--batch must be in 1...nsfbufs")
+    }
+    guard (2...nsfbufs / 4).contains(runPages) else {
+      throw ValidationError("--run must be in 2...nsfbufs/4")
+    }
+  }
+
+  func run() throws {
+    let bench = try PageBench(
+      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, run: runPages, quick: quick,
+      trials: trials ?? (quick ? 3 : 5))
+    let cells = bench.measure()
+    if json {
+      print(bench.json(cells))
+    } else {
+      bench.printTable(cells)
+    }
+  }
+}
+
+// MARK: - The bench
+
+/// What one access does.
+enum BenchPeer: String, CaseIterable {
+  case direct, pread, mmap, faithful, batched
+}
+
+/// The access pattern.
+enum BenchWorkload: String, CaseIterable {
+  case hot, uniform, zipf, seq
+}
+
+/// One trial's measurements.
+struct BenchTrial {
+  var seconds = 0.0
+  var pages = 0
+  var hits = 0
+  var misses = 0
+  var mapCalls = 0
+  var shootdowns: Int?
+  var allocations = 0
+}
+
+/// All trials of one cell, and what they add up to.
+struct BenchCell {
+  var workload: BenchWorkload
+  var threads: Int
+  var peer: BenchPeer
+  var trials: [BenchTrial] = []
+
+  var nsPerPage: [Double] {
+    trials.map { $0.seconds * 1e9 * Double(threads) / Double(max($0.pages, 1)) }.sorted()
+  }
+  var median: Double {
+    let v = nsPerPage
+    return v.isEmpty
+      ? .nan : v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+  }
+  var pages: Int { trials.reduce(0) { $0 + $1.pages } }
+  var isWindow: Bool { peer == .faithful || peer == .batched }
+  var hitRate: Double? {
+    let h = trials.reduce(0) { $0 + $1.hits }
+    let m = trials.reduce(0) { $0 + $1.misses }
+    return isWindow && h + m > 0 ? Double(h) / Double(h + m) : nil
+  }
+  var mapCallsPerPage: Double {
+    Double(trials.reduce(0) { $0 + $1.mapCalls }) / Double(max(pages, 1))
+  }
+  var shootdowns: Int? {
+    trials.reduce(0 as Int?) { acc, t in acc.flatMap { a in t.shootdowns.map { a + $0 } } }
+  }
+  var shootdownsPerPage: Double? { shootdowns.map { Double($0) / Double(max(pages, 1)) } }
+  var shootdownsPerMiss: Double? {
+    let m = trials.reduce(0) { $0 + $1.misses }
+    guard isWindow, m > 0, let s = shootdowns else { return nil }
+    return Double(s) / Double(m)
+  }
+  var allocsPerAccess: Double {
+    Double(trials.reduce(0) { $0 + $1.allocations }) / Double(max(pages, 1))
+  }
+}
+
+final class PageBench: @unchecked Sendable {
+  let nsfbufs: Int
+  let batch: Int
+  let runLength: Int
+  let quick: Bool
+  let trialCount: Int
+  let object: VMObject
+  let pages: Int
+  let direct = SFBufPool.directMap()
+  let faithful: SFBufPool
+  let batched: SFBufPool
+  /// Per workload and thread count, each thread's page sequence (the same for every peer).
+  var sequences: [String: [[Int]]] = [:]
+
+  init(nsfbufs: Int, batch: Int, run: Int, quick: Bool, trials: Int) throws {
+    self.nsfbufs = nsfbufs
+    self.batch = batch
+    self.runLength = run
+    self.quick = quick
+    self.trialCount = trials
+    pages = 16 * nsfbufs
+    object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-bench")
+    try tagPages(object, count: pages)
+    try object.wire(pages: 0..<pages)
+    faithful = try SFBufPool(nsfbufs: nsfbufs, policy: .faithful)
+    batched = try SFBufPool(nsfbufs: nsfbufs, policy: .batched(batch: batch))
+    //AllocationCounter.install()
+  }
+
+  /// Accesses per thread in one trial.
+  func accesses(_ w: BenchWorkload, threads: Int) -> Int {
+    let scale = quick ? 4 : 1
+    switch w {
+    case .hot: return 400_000 / scale
+    case .uniform: return 16_000 / scale
+    case .zipf: return 32_000 / scale
+    case .seq: return pages / threads
+    }
+  }
+
+  func sequence(_ w: BenchWorkload, threads: Int) -> [[Int]] {
+    let key = "\(w.rawValue)/\(threads)"
+    if let s = sequences[key] { return s }
+    let n = accesses(w, threads: threads)
+    let zipf = w == .zipf ? Zipf(n: pages, s: 0.99) : nil
+    var out: [[Int]] = []
+    for t in 0..<threads {
+      var rng = FastRandom(
+        seed: 0x5EED &+ UInt64(t) &* 7919 &+ UInt64(BenchWorkload.allCases.firstIndex(of: w)!))
+      switch w {
+      case .hot: out.append((0..<n).map { _ in t * 32 + Int(rng.next() % 32) })
+      case .uniform: out.append((0..<n).map { _ in Int(rng.next() % UInt64(8 * nsfbufs)) })
+      case .zipf: out.append((0..<n).map { _ in zipf!.draw(&rng) })
+      case .seq: out.append(Array((t * n)..<((t + 1) * n)))
+      }
+    }
+    sequences[key] = out
+    return out
+  }
+
+  func pool(_ p: BenchPeer) -> SFBufPool? {
+    switch p {
+    case .direct: direct
+    case .faithful: faithful
+    case .batched: batched
+    default: nil
+    }
+  }
+
+  /// Every cell, trial by trial, the peers interleaved within each round.
+  func measure() -> [BenchCell] {
+    var cells: [BenchCell] = []
+    for w in BenchWorkload.allCases {
+      for threads in [1, 2] {
+        for p in BenchPeer.allCases {
+          cells.append(BenchCell(workload: w, threads: threads, peer: p))
+        }
+      }
+    }
+    // Warm-up: fault the object in, make the direct mapping, fill the windows.
+    for i in 0..<cells.count where cells[i].threads == 1 {
+      _ = trial(cells[i].workload, threads: 1, peer: cells[i].peer, limit: 2000)
+    }
+    for _ in 0..<trialCount {
+      for i in 0..<cells.count {
+        cells[i].trials.append(
+          trial(cells[i].workload, threads: cells[i].threads, peer: cells[i].peer))
+      }
+    }
+    return cells
+  }
+
+  /// One trial of one cell: `threads` threads run their sequences; counters around it.
+  func trial(_ w: BenchWorkload, threads: Int, peer: BenchPeer, limit: Int = .max) -> BenchTrial {
+    let seqs = sequence(w, threads: threads)
+    let pool = pool(peer)
+    // Hot hits find mappings in use: a keeper holds each hot page during the trial.
+    var kept: [sf_buf] = []
+    if w == .hot, let pool, !pool.isDirectMap {
+      for i in 0..<64 { kept.append(pool.sf_buf_alloc(object.page(i), SFB_DEFAULT)!) }
+    }
+    let before = (pool?.stats, pool?.mapCalls ?? 0, pool?.unmapCalls ?? 0, tlbShootdowns())
+    let start = BenchBarrier(threads)
+    let sink = Atomic<UInt64>(0)
+    let calls = Atomic<Int>(0)
+    let allocs = AllocationCounter.count
+    let t0 = BenchShared(0.0)
+    runThreads(threads) { t in
+      let seq = seqs[t]
+      let n = min(seq.count, limit)
+      start.wait {
+        t0.set(now())
+      }
+      let (value, mapCalls) = self.run(w, peer, pool, seq, n)
+      sink.add(value, ordering: .relaxed)
+      calls.add(mapCalls, ordering: .relaxed)
+    }
+    let elapsed = now() - t0.get()
+    let allocations = AllocationCounter.count - allocs
+    for sf in kept { pool!.sf_buf_free(sf) }
+    var r = BenchTrial()
+    r.seconds = elapsed
+    r.pages = seqs.reduce(0) { $0 + min($1.count, limit) }
+    if let pool, let s0 = before.0 {
+      let s1 = pool.stats
+      r.hits = s1.hits - s0.hits
+      r.misses = s1.misses - s0.misses
+      r.mapCalls = pool.mapCalls - before.1 + pool.unmapCalls - before.2
+    } else {
+      r.mapCalls = calls.load(ordering: .relaxed)
+    }
+    if let a = before.3, let b = tlbShootdowns() { r.shootdowns = b - a }
+    r.allocations = allocations
+    precondition(sink.load(ordering: .relaxed) != 1, "unreachable: keeps the reads")
+    return r
+  }
+
+  /// One thread's share of a trial; returns a value of the data read, and the mapping
+  /// system calls it made itself (the mmap peer).
+  func run(_ w: BenchWorkload, _ peer: BenchPeer, _ pool: SFBufPool?, _ seq: [Int], _ n: Int)
+    -> (UInt64, Int)
+  {
+    var acc: UInt64 = 0
+    var calls = 0
+    let fd = object.fileDescriptor
+    let whole = w == .seq
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: 64)
+    defer { buffer.deallocate() }
+    switch peer {
+    case .pread:
+      for k in 0..<n {
+        let i = seq[k]
+        if whole {
+          _ = pread(fd, buffer, vmPageSize, off_t(i * vmPageSize))
+          acc &+= benchSumPage(buffer)
+        } else {
+          _ = pread(fd, buffer, 8, off_t(i * vmPageSize + wordOffset(i)))
+          acc &+= buffer.load(as: UInt64.self)
+        }
+      }
+    case .mmap:
+      for k in 0..<n {
+        let i = seq[k]
+        let p = mmap(nil, vmPageSize, PROT_READ, MAP_SHARED, fd, off_t(i * vmPageSize))!
+        acc &+= whole ? benchSumPage(p) : p.load(fromByteOffset: wordOffset(i), as: UInt64.self)
+        munmap(p, vmPageSize)
+        calls += 2
+      }
+    case .batched where whole:
+      var k = 0
+      while k < n {
+        let m = min(runLength, n - k)
+        try! pool!.allocateRun(of: object, pages: seq[k]..<(seq[k] + m)) { buf in
+          acc &+= benchSumPage(buf.address)
+        }
+        k += m
+      }
+    default:
+      let pool = pool!
+      for k in 0..<n {
+        let i = seq[k]
+        acc &+= try! pool.withMapping(of: object.page(i)) { bytes in
+          whole
+            ? benchSumPage(bytes.baseAddress!)
+            : bytes.load(fromByteOffset: wordOffset(i), as: UInt64.self)
+        }
+      }
+    }
+    return (acc, calls)
+  }
+
+  // MARK: Output
+
+  func table(_ cells: [BenchCell]) -> [(BenchCell, Double, Double)] {
+    cells.map { c in
+      let d = cells.first {
+        $0.workload == c.workload && $0.threads == c.threads && $0.peer == .direct
+      }!
+      let p = cells.first {
+        $0.workload == c.workload && $0.threads == c.threads && $0.peer == .pread
+      }!
+      return (c, c.median / d.median, c.median / p.median)
+    }
+  }
+
+  func printTable(_ cells: [BenchCell]) {
+    let tlb = tlbShootdowns() != nil
+    print(
+      "sfbuf bench: window of \(nsfbufs) slots, batch \(batch), runs of \(runLength) pages,"
+        + " object of \(pages) pages, \(trialCount) trials per cell, \(Int(sfbCPUs())) CPUs")
+    print(
+      benchPad("workload", 9) + benchPad("thr", 4) + benchPad("peer", 9) + benchLPad("ns/page", 9)
+        + benchLPad("min", 8)
+        + benchLPad("max", 8) + benchLPad("hit%", 7) + benchLPad("maps/pg", 9)
+        + benchLPad("tlb/pg", 8)
+        + benchLPad("tlb/miss", 9) + benchLPad("allocs", 7) + benchLPad("xdirect", 9)
+        + benchLPad("xpread", 8))
+    for (c, vd, vp) in table(cells) {
+      let v = c.nsPerPage
+      print(
+        benchPad(c.workload.rawValue, 9) + benchPad(String(c.threads), 4)
+          + benchPad(c.peer.rawValue, 9)
+          + benchLPad(fmt(c.median, 1), 9) + benchLPad(fmt(v.first ?? .nan, 1), 8)
+          + benchLPad(fmt(v.last ?? .nan, 1), 8)
+          + benchLPad(c.hitRate.map { fmt($0 * 100, 1) } ?? "-", 7)
+          + benchLPad(fmt(c.mapCallsPerPage, 3), 9)
+          + benchLPad(c.shootdownsPerPage.map { fmt($0, 3) } ?? "n/a", 8)
+          + benchLPad(c.shootdownsPerMiss.map { fmt($0, 3) } ?? (tlb ? "-" : "n/a"), 9)
+          + benchLPad(fmt(c.allocsPerAccess, 3), 7) + benchLPad(fmt(vd, 2), 9)
+          + benchLPad(fmt(vp, 2), 8))
+    }
+    print("ns/page: median of the trials (per thread with 2 threads); x: median over the")
+    print("direct map's / pread's in the same row group; tlb: TLB shootdown interrupts.")
+  }
+
+  func json(_ cells: [BenchCell]) -> String {
+    func num(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
+    var out = "{\"schema\": \"sfbuf-bench-pages/1\", \"config\": {\"nsfbufs\": \(nsfbufs),"
+    out += " \"batch\": \(batch), \"runPages\": \(runLength), \"objectPages\": \(pages),"
+    out += " \"trials\": \(trialCount), \"quick\": \(quick), \"cpus\": \(sfbCPUs())},"
+    out += " \"tlbCounter\": \(tlbShootdowns() != nil), \"cells\": ["
+    out += table(cells).map { c, vd, vp in
+      let v = c.nsPerPage
+      return "{\"workload\": \"\(c.workload.rawValue)\", \"threads\": \(c.threads),"
+        + " \"peer\": \"\(c.peer.rawValue)\", \"pages\": \(c.pages),"
+        + " \"nsPerPage\": {\"median\": \(num(c.median)), \"min\": \(num(v.first)),"
+        + " \"max\": \(num(v.last))}, \"hitRate\": \(num(c.hitRate)),"
+        + " \"mapCallsPerPage\": \(num(c.mapCallsPerPage)),"
+        + " \"shootdownsPerPage\": \(num(c.shootdownsPerPage)),"
+        + " \"shootdownsPerMiss\": \(num(c.shootdownsPerMiss)),"
+        + " \"allocsPerAccess\": \(num(c.allocsPerAccess)), \"vsDirect\": \(num(vd)),"
+        + " \"vsPread\": \(num(vp))}"
+    }.joined(separator: ", ")
+    return out + "]}"
+  }
+}
+
+// MARK: - Helpers
+
+/// Where in page `i` a one-word access reads (spread over the page's cache lines).
+@inline(__always) func wordOffset(_ i: Int) -> Int { (i & 63) * 64 }
+
+/// Every word of a page, added up.
+@inline(__always) func benchSumPage(_ p: UnsafeRawPointer) -> UInt64 {
+  var s: UInt64 = 0
+  for k in 0..<(vmPageSize / 8) { s &+= p.load(fromByteOffset: k * 8, as: UInt64.self) }
+  return s
+}
+
+func sfbCPUs() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+func benchPad(_ s: String, _ n: Int) -> String {
+  s + String(repeating: " ", count: max(0, n - s.count))
+}
+func benchLPad(_ s: String, _ n: Int) -> String {
+  String(repeating: " ", count: max(0, n - s.count)) + s
+}
+
+/// The sum over CPUs of the `TLB:` line of /proc/interrupts, or nil without it.
+func tlbShootdowns() -> Int? {
+  guard let f = fopen("/proc/interrupts", "r") else { return nil }
+  defer { fclose(f) }
+  var line = [CChar](repeating: 0, count: 4096)
+  while fgets(&line, Int32(line.count), f) != nil {
+    let s = String(cString: line)
+    let fields = s.split(separator: " ", omittingEmptySubsequences: true)
+    guard fields.first == "TLB:" else { continue }
+    return fields.dropFirst().prefix { Int($0) != nil }.reduce(0) { $0 + Int($1)! }
+  }
+  return nil
+}
+
+/// A one-shot start line for the threads of a trial; the last to arrive runs `atStart`.
+final class BenchBarrier: @unchecked Sendable {
+  private let arrived = Atomic<Int>(0)
+  private let parties: Int
+  init(_ parties: Int) { self.parties = parties }
+  func wait(atStart: () -> Void) {
+    if arrived.add(1, ordering: .acquiringAndReleasing).newValue == parties {
+      atStart()
+      arrived.store(-1, ordering: .releasing)
+    }
+    while arrived.load(ordering: .acquiring) != -1 {}
+  }
+}
+
+/// The start time of a trial, written by one thread and read after the join.
+final class BenchShared: @unchecked Sendable {
+  private let bits = Atomic<UInt64>(0)
+  init(_ v: Double) { set(v) }
+  func set(_ v: Double) { bits.store(v.bitPattern, ordering: .releasing) }
+  func get() -> Double { Double(bitPattern: bits.load(ordering: .acquiring)) }
+}
+
+/// Counts Swift heap objects allocated (`swift_allocObject`) in the whole process, through
+/// the runtime's `_swift_allocObject` hook.
+enum AllocationCounter {
+  typealias Alloc = @convention(thin) (UnsafeRawPointer?, Int, Int) -> UnsafeMutableRawPointer?
+  nonisolated(unsafe) static var original: Alloc?
+  nonisolated(unsafe) static let counter: UnsafeMutablePointer<Atomic<Int>> = {
+    let p = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1)
+    p.initialize(to: Atomic(0))
+    return p
+  }()
+
+  /// Installs the hook once; without it, counts stay 0.
+  static func install() {
+    guard original == nil, let sym = dlsym(nil, "_swift_allocObject")
+    else { return }
+    _ = counter
+    let hook = sym.assumingMemoryBound(to: Alloc?.self)
+    original = hook.pointee
+    hook.pointee = { metadata, size, alignMask in
+      AllocationCounter.counter.pointee.add(1, ordering: .relaxed)
+      return AllocationCounter.original!(metadata, size, alignMask)
+    }
+  }
+
+  static var count: Int { counter.pointee.load(ordering: .relaxed) }
 }
