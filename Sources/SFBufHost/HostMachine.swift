@@ -91,7 +91,8 @@
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
-            addr, vmPageSize, object.protection, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd,
+            addr, vmPageSize, object.protection,
+            MAP_SHARED | MAP_FIXED | MAP_POPULATE | HostMachine.unmergeable(slot), fd,
             off_t(page.offset))
         }
       } catch {
@@ -102,6 +103,12 @@
       }
       return true
     }
+
+    /// A flag that differs between neighbouring slots (or runs) and changes nothing else, so
+    /// that the kernel does not merge the mappings of neighbours that happen to map adjacent
+    /// pages of one object: a merged region must be split again by the next remap of one of
+    /// its slots, which makes that remap markedly dearer.
+    static func unmergeable(_ n: Int) -> CInt { n & 1 == 1 ? MAP_NORESERVE : 0 }
 
     /// Runs of consecutive pages map with one `mmap`.
     public static var mapsRuns: Bool { true }
@@ -116,8 +123,9 @@
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
-            addr, count * vmPageSize, object.protection, MAP_SHARED | MAP_FIXED | MAP_POPULATE,
-            fd, off_t(first.offset))
+            addr, count * vmPageSize, object.protection,
+            MAP_SHARED | MAP_FIXED | MAP_POPULATE | HostMachine.unmergeable(slot / count), fd,
+            off_t(first.offset))
         }
       } catch {
         _ = try? Posix.mmap(
