@@ -253,6 +253,11 @@ extension SFBufAllocator {
 
   /// Wakes queued sleepers, oldest first, while there are free slots nobody was promised.
   @inlinable func wakeWaiters() {
+    if book.pointee.waitHead == nil { return }
+    wakeQueued()
+  }
+
+  @inlinable @inline(never) func wakeQueued() {
     while book.pointee.freeCount > book.pointee.reserved, let w = book.pointee.waitHead {
       book.pointee.waitHead = w.next
       if book.pointee.waitHead == nil { book.pointee.waitTail = nil }

@@ -251,12 +251,17 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       if wasWoken { wakeWaiters() }
       throw .wouldBlock
     }
+    queue(&waiter, atFront: wasWoken)
+    return nil
+  }
+
+  /// Step 3 of ``attempt``, out of line: queues `waiter` (made on first use) to sleep.
+  @inlinable @inline(never) func queue(_ waiter: inout Waiter?, atFront: Bool) {
     book.pointee.counters.sf_allocwait &+= 1
     let w = waiter ?? Waiter(sleeper: machine.makeSleeper())
     waiter = w
     machine.prepareToSleep(w.sleeper)
-    enqueue(w, atFront: wasWoken)
-    return nil
+    enqueue(w, atFront: atFront)
   }
 
   /// Maps `page` into free slot `s` (already off the free list). Locked.
