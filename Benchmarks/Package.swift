@@ -10,7 +10,7 @@ let package = Package(
   name: "sfbuf-benchmarks",
   platforms: [.macOS(.v13)],
   dependencies: [
-    .package(path: ".."),
+    .package(name: "sfbuf", path: ".."),
     .package(
       url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1",
       traits: ["MallocInterposer"]),
@@ -19,8 +19,8 @@ let package = Package(
     .executableTarget(
       name: "SFBufBenchmarks",
       dependencies: [
-        .product(name: "SFBufCore", package: "main"),
-        .product(name: "SFBufHost", package: "main"),
+        .product(name: "SFBufCore", package: "sfbuf"),
+        .product(name: "SFBufHost", package: "sfbuf"),
         .product(name: "Benchmark", package: "package-benchmark"),
       ],
       path: "Benchmarks/SFBufBenchmarks",
