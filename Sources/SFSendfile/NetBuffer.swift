@@ -1,43 +1,53 @@
-// The network buffer of a file page: FreeBSD's mbuf with `EXT_SFBUF` external storage.
+// The network buffer of file pages: FreeBSD's mbuf with `EXT_SFBUF` external storage.
 
 #if os(Linux)
   import SFBufHost
 
-  /// A reference-counted network buffer whose storage is part of one mapped, wired page:
-  /// the host's mbuf with `EXT_SFBUF` external storage.
+  /// A reference-counted network buffer whose storage is a run of consecutive, wired pages
+  /// of one object, each mapped by its own sf_buf: the host's mbuf with `EXT_SFBUF` external
+  /// storage (one page each in the original; a run here, as FreeBSD's multi-page `M_EXTPG`
+  /// mbufs, so that a chain costs one buffer and one unwire call, not one per page).
   ///
   /// Each reference (a Swift strong reference) is one holder: the sendfile call while the
   /// bytes are being written, and a zero-copy notification until the kernel says it is done
   /// with them. When the last holder lets go, the release callback runs, as the kernel's
-  /// `sendfile_free_mext` does: the sf_buf is freed (`sf_buf_free`) and the page unwired
-  /// (`vm_page_unwire`). The bytes are never read or written by user code: the kernel reads
-  /// them inside `sendmsg(2)`, where a page past the end of a truncated file is an `EFAULT`,
-  /// not a `SIGBUS`.
+  /// `sendfile_free_mext` does: every sf_buf is freed (`sf_buf_free`) and every page
+  /// unwired (`vm_page_unwire`). The bytes are never read or written by user code: the
+  /// kernel reads them inside `sendmsg(2)`, where a page past the end of a truncated file is
+  /// an `EFAULT`, not a `SIGBUS`.
   ///
-  /// Cost: one object allocation; releasing takes the pool's lock (window) and the page's
-  /// wire-table lock.
+  /// Cost: one object and one array; releasing frees each mapping (a window slot's atomic
+  /// reference) and unwires the run with one call.
   public final class NetBuffer: @unchecked Sendable {
-    /// The pool the mapping came from.
+    /// The pool the mappings came from.
     public let pool: SFBufPool
-    /// The mapping (`struct sf_buf *`), owned by this buffer.
-    public let sf: sf_buf
-    /// The bytes of the page this buffer carries: `length` bytes at `offset` in the page.
-    public let data: UnsafeRawBufferPointer
+    /// The mappings (`struct sf_buf *`), of pages `firstPage`, `firstPage + 1`, ... of one
+    /// object, owned by this buffer.
+    public let sfbufs: [sf_buf]
 
-    /// Takes over `sf`, a mapping of a wired page, and the page's wire: both are released
-    /// with the buffer.
-    /// - Precondition: `offset + length` is at most a page.
-    public init(pool: SFBufPool, sf: sf_buf, offset: Int, length: Int) {
-      precondition(offset >= 0 && length >= 0 && offset + length <= vmPageSize)
+    /// Takes over `sfbufs`, mappings of consecutive wired pages of one object, and one wire
+    /// of each page: all are released with the buffer.
+    /// - Precondition: `sfbufs` is not empty and maps consecutive pages of one object.
+    public init(pool: SFBufPool, sfbufs: [sf_buf]) {
+      precondition(!sfbufs.isEmpty, "a network buffer holds at least one page")
+      let first = sf_buf_page(sfbufs[0])
+      for (i, sf) in sfbufs.enumerated() {
+        let page = sf_buf_page(sf)
+        precondition(
+          page.index == first.index + i && page.object === first.object,
+          "a network buffer holds consecutive pages of one object")
+      }
       self.pool = pool
-      self.sf = sf
-      data = UnsafeRawBufferPointer(start: sf_buf_kva(sf) + offset, count: length)
+      self.sfbufs = sfbufs
     }
 
+    /// The first page carried.
+    public var firstPage: VMPage { sf_buf_page(sfbufs[0]) }
+
     deinit {
-      let page = sf_buf_page(sf)
-      pool.sf_buf_free(sf)
-      page.unwire()
+      let first = firstPage
+      for sf in sfbufs { pool.sf_buf_free(sf) }
+      first.object.unwire(pages: first.index..<(first.index + sfbufs.count))
     }
   }
 
@@ -45,6 +55,8 @@
   /// kernel copies them into mbufs), held like a network buffer.
   final class HeldBytes: @unchecked Sendable {
     let bytes: UnsafeMutableRawBufferPointer
+    /// The number of bytes held.
+    let count: Int
 
     init(_ parts: [[UInt8]]) {
       let total = parts.reduce(0) { $0 + $1.count }
@@ -61,9 +73,6 @@
       self.bytes = bytes
       count = total
     }
-
-    /// The number of bytes held.
-    let count: Int
 
     deinit { bytes.deallocate() }
   }

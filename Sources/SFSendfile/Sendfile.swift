@@ -13,13 +13,19 @@
   /// Sends `count` bytes of `file` from `offset` to `socket`, preceded by `headers` and
   /// followed by `trailers` in the same call: FreeBSD's `sendfile(2)`.
   ///
-  /// How: the call works in chains of up to 64 pages. For each chain the pages are wired in
-  /// one run (`VMObject.wire(pages:)`), each is mapped with `sf_buf_alloc` and attached to a
-  /// ``NetBuffer``, and the chain is written with one `sendmsg(2)` of one iovec per page
-  /// (`MSG_NOSIGNAL`: a vanished peer is an error, never a `SIGPIPE`). A buffer is released
-  /// (sf_buf freed, page unwired) once the kernel has its bytes: when `sendmsg` returns, or
-  /// with zero-copy (``Socket/enableZeroCopy()``) when the completion notification says so.
-  /// The window of `pool` bounds the pages in flight.
+  /// How: the call works in chains of up to 256 pages (1 MiB; at most half the slots of a
+  /// window). Pages are wired ahead in runs of up to 1024 (`VMObject.wire(pages:)`); each page
+  /// of a chain is mapped with `sf_buf_alloc` (as one page run, one `mmap`, when the window
+  /// has a free block), the chain's pages are attached to one ``NetBuffer``, and the chain is
+  /// written with one scatter-gather `sendmsg(2)`, one iovec per page, pages adjacent in
+  /// memory merged (`MSG_NOSIGNAL`: a vanished peer is an error, never a `SIGPIPE`). A
+  /// buffer is released (sf_bufs freed, pages unwired) once the kernel has its bytes: when
+  /// `sendmsg` returns, or with zero-copy (``Socket/enableZeroCopy()``) when the completion
+  /// notification says so. The window of `pool` bounds the pages in flight.
+  ///
+  /// Cost per chain, besides the `sendmsg`: an `fstat` (the size), a share of a `fstat` and a
+  /// `posix_fadvise` (wiring), one or two `mmap` on a window that misses (none on a direct
+  /// map), two allocations.
   ///
   /// Mappings, as in the original: the first allocation of each chain may sleep for a free
   /// slot, interruptibly (`SFB_CATCH`); the others never sleep (`SFB_NOWAIT`), and a chain
@@ -64,8 +70,8 @@
 
   /// What tests may change in a call: the chain length, and a look before each send.
   struct SendfileHooks {
-    /// Pages per chain (one `sendmsg` each).
-    var chainPages = 64
+    /// Pages per chain (one `sendmsg` each), at most; a window allows half its slots.
+    var chainPages = 256
     /// Called before each `sendmsg` with the file offset the send starts at.
     var beforeSend: ((Int) -> Void)? = nil
     /// Called with the errno of each failed `sendmsg`.
@@ -87,8 +93,10 @@
     return try call.run()
   }
 
-  /// One sendfile call in progress: where it is in the file, what it has queued, and the
-  /// chain being sent (one iovec per header, page, or trailer; each with what holds it).
+  /// One sendfile call in progress: where it is in the file, what it has queued, the pages
+  /// it has wired ahead, and the chain being sent (segments of headers, pages and trailers,
+  /// each with what holds it; adjacent segments whose bytes are adjacent in memory go out as
+  /// one iovec).
   struct SendfileCall {
     let file: VMObject
     let socket: Socket
@@ -114,14 +122,26 @@
     var truncated = false
     /// `SF_NODISKIO` trimmed the chain at a page that is not resident.
     var busyAfterChain = false
+    /// Pages wired by the call and not yet attached to a network buffer, the next chain's
+    /// first. Wiring runs ahead (one `wire(pages:)` per `aheadPages`) to keep the system calls
+    /// per page low; what is left is unwired when the call ends.
+    var ahead = 0..<0
+    static let aheadPages = 1024
 
     enum Kind { case header, file, trailer }
-    let capacity: Int
-    let iov: UnsafeMutablePointer<iovec>
-    var kinds: [Kind] = []
-    var holds: [AnyObject?] = []
-    /// The first iovec not yet entirely sent.
+    struct Segment {
+      let base: UnsafeRawPointer
+      let length: Int
+      let kind: Kind
+      var hold: AnyObject?
+    }
+    /// Pages per chain.
+    let chainPages: Int
+    var segments: [Segment] = []
+    /// The first segment not yet entirely sent, and how much of it was.
     var first = 0
+    var firstDone = 0
+    let iov: UnsafeMutablePointer<iovec>
 
     init(
       file: VMObject, socket: Socket, pool: SFBufPool, offset: Int, count: Int,
@@ -143,15 +163,16 @@
       pos = offset
       nonBlocking = socket.isNonBlocking
       zeroCopy = socket.zc.withLock { $0.enabled }
-      capacity = min(max(hooks.chainPages, 1), Int(sfb_iov_max()) - 2) + 2
-      iov = .allocate(capacity: capacity)
-      kinds.reserveCapacity(capacity)
-      holds.reserveCapacity(capacity)
+      let windowShare = pool.isDirectMap ? Int.max : max(1, pool.stats.nsfbufs / 2)
+      chainPages = min(max(hooks.chainPages, 1), windowShare, Int(sfb_iov_max()) - 2)
+      iov = .allocate(capacity: chainPages + 2)
+      segments.reserveCapacity(chainPages + 2)
     }
 
-    /// Releases the chain's buffers and the iovecs.
+    /// Releases the chain's buffers, the pages wired ahead, and the iovecs.
     mutating func finish() {
-      holds.removeAll()
+      segments.removeAll()
+      if !ahead.isEmpty { file.unwire(pages: ahead) }
       iov.deallocate()
     }
 
@@ -203,21 +224,19 @@
       }
     }
 
-    /// Appends one iovec to the chain.
+    /// Appends one segment to the chain.
     mutating func append(_ base: UnsafeRawPointer, _ length: Int, _ kind: Kind, _ hold: AnyObject?)
     {
-      iov[kinds.count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: length)
-      kinds.append(kind)
-      holds.append(hold)
+      segments.append(Segment(base: base, length: length, kind: kind, hold: hold))
     }
 
     /// Builds the next chain: headers not yet sent, the next pages wired and mapped, and the
     /// trailers when the chain reaches the end. Returns false when the file shrank under the
     /// wiring (the caller looks at the size again).
     mutating func buildChain() throws(SendfileError) -> Bool {
-      kinds.removeAll(keepingCapacity: true)
-      holds.removeAll(keepingCapacity: true)
+      segments.removeAll(keepingCapacity: true)
       first = 0
+      firstDone = 0
       if let headers, headerLeft > 0 {
         append(
           headers.bytes.baseAddress! + (headers.count - headerLeft), headerLeft, .header, headers)
@@ -225,37 +244,14 @@
       var chainEnd = pos
       if pos < end {
         let firstPage = pos / vmPageSize
-        var pages = min((end - 1) / vmPageSize - firstPage + 1, capacity - 2)
+        let lastPage = (end - 1) / vmPageSize
+        var pages = min(lastPage - firstPage + 1, chainPages)
         if flags.contains(.noDiskIO) { pages = try residentPages(firstPage, pages) }
-        do {
-          try file.wire(pages: firstPage..<(firstPage + pages))
-        } catch {
-          if case .pageOutOfRange = error { return false }
-          throw systemError(error)
+        guard try wireAhead(firstPage..<(firstPage + pages), upTo: lastPage + 1) else {
+          return false
         }
-        // The first mapping of a chain may sleep (interruptibly); the rest must not. They
-        // are asked for as a run: one mmap for all of them when the window has a free block.
-        do {
-          let flags: SFBufPool.Flags = nonBlocking ? .noWait : .interruptible
-          appendPage(try pool.allocate(file.page(firstPage), flags: flags).release())
-        } catch {
-          file.unwire(pages: firstPage..<(firstPage + pages))
-          throw allocationError(error)
-        }
-        var mapped = 1
-        if pages > 1 {
-          do {
-            try pool.allocateRun(
-              of: file, pages: (firstPage + 1)..<(firstPage + pages), flags: .noWait
-            ) { buffer in
-              appendPage(buffer.release())
-              mapped += 1
-            }
-          } catch {
-            // Full window (or a refused mapping): the chain ends here and goes as it is.
-          }
-        }
-        if mapped < pages { file.unwire(pages: (firstPage + mapped)..<(firstPage + pages)) }
+        let mapped = try mapChain(firstPage, pages)
+        ahead = (firstPage + mapped)..<ahead.upperBound
         chainEnd = min(end, (firstPage + mapped) * vmPageSize)
       }
       if let trailers, trailerLeft > 0, chainEnd == end, !truncated {
@@ -266,14 +262,77 @@
       return true
     }
 
-    /// Attaches a mapped page of the chain to a network buffer carrying the part of it the
-    /// call sends, and appends it to the chain.
-    mutating func appendPage(_ sf: sf_buf) {
-      let pageStart = sf_buf_page(sf).offset
-      let from = max(pos, pageStart)
-      let to = min(end, pageStart + vmPageSize)
-      let buffer = NetBuffer(pool: pool, sf: sf, offset: from - pageStart, length: to - from)
-      append(buffer.data.baseAddress!, buffer.data.count, .file, buffer)
+    /// Makes sure `need` is wired ahead: extends the run wired ahead (up to `aheadPages`
+    /// pages at once, not past `limit`), or starts a new one. `SF_NODISKIO` wires only what
+    /// the chain needs, since wiring reads pages in. Returns false when the file is now
+    /// shorter than the pages (nothing is wired then).
+    mutating func wireAhead(_ need: Range<Int>, upTo limit: Int) throws(SendfileError) -> Bool {
+      if ahead.lowerBound != need.lowerBound {
+        if !ahead.isEmpty { file.unwire(pages: ahead) }
+        ahead = need.lowerBound..<need.lowerBound
+      }
+      if ahead.upperBound >= need.upperBound { return true }
+      let run = flags.contains(.noDiskIO) ? need.count : Self.aheadPages
+      let more = ahead.upperBound..<max(need.upperBound, min(limit, need.lowerBound + run))
+      do {
+        try file.wire(pages: more)
+      } catch {
+        if case .pageOutOfRange = error { return false }
+        throw systemError(error)
+      }
+      ahead = ahead.lowerBound..<more.upperBound
+      return true
+    }
+
+    /// Maps the chain's `pages` pages from `firstPage` and attaches them to one network
+    /// buffer. Returns how many were mapped: all, or fewer when the window ran out.
+    ///
+    /// The first mapping of a chain may sleep (interruptibly), the rest must not. When the
+    /// window has room for the whole chain (or for a direct map) all of it is asked for as
+    /// one run, without sleeping: one `mmap` when the window has a free block. Otherwise the
+    /// first page is asked for alone, sleeping if need be, and the rest as a run.
+    mutating func mapChain(_ firstPage: Int, _ pages: Int) throws(SendfileError) -> Int {
+      var mapped: [sf_buf] = []
+      mapped.reserveCapacity(pages)
+      if pool.isDirectMap || pages > 1 && pool.stats.nsfbufs - pool.stats.nsfbufsused >= pages {
+        mapRun(firstPage..<(firstPage + pages), &mapped)
+      }
+      if mapped.isEmpty {
+        do {
+          let flags: SFBufPool.Flags = nonBlocking ? .noWait : .interruptible
+          mapped.append(try pool.allocate(file.page(firstPage), flags: flags).release())
+        } catch {
+          throw allocationError(error)
+        }
+        mapRun((firstPage + 1)..<(firstPage + pages), &mapped)
+      }
+      appendPages(NetBuffer(pool: pool, sfbufs: mapped))
+      return mapped.count
+    }
+
+    /// Maps `pages` with `SFB_NOWAIT`, as one run where possible, appending each mapping to
+    /// `mapped`; stops at the first that cannot be had.
+    func mapRun(_ pages: Range<Int>, _ mapped: inout [sf_buf]) {
+      guard !pages.isEmpty else { return }
+      do {
+        try pool.allocateRun(of: file, pages: pages, flags: .noWait) { mapped.append($0.release()) }
+      } catch {
+        // Full window (or a refused mapping): the chain ends here and goes as it is.
+      }
+    }
+
+    /// Appends the pages of `buffer` to the chain, one segment per page carrying the part
+    /// of it the call sends; the last segment holds the buffer.
+    mutating func appendPages(_ buffer: NetBuffer) {
+      let last = buffer.sfbufs.count - 1
+      for (i, sf) in buffer.sfbufs.enumerated() {
+        let pageStart = sf_buf_page(sf).offset
+        let from = max(pos, pageStart)
+        let to = min(end, pageStart + vmPageSize)
+        append(
+          UnsafeRawPointer(sf_buf_kva(sf)) + (from - pageStart), to - from, .file,
+          i == last ? buffer : nil)
+      }
     }
 
     /// The error when the first mapping of a chain cannot be had.
@@ -309,20 +368,37 @@
       return resident
     }
 
+    /// Fills the iovecs with the chain's unsent bytes, merging segments that are adjacent in
+    /// memory (consecutive pages of a direct map, or of a run of window slots). Returns the
+    /// number of iovecs.
+    func fillIovecs() -> Int {
+      var n = 0
+      for i in first..<segments.count {
+        let skip = i == first ? firstDone : 0
+        let base = segments[i].base + skip
+        let length = segments[i].length - skip
+        if n > 0, UnsafeRawPointer(iov[n - 1].iov_base!) + iov[n - 1].iov_len == base {
+          iov[n - 1].iov_len += length
+        } else {
+          iov[n] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: length)
+          n += 1
+        }
+      }
+      return n
+    }
+
     /// Sends the chain, following partial sends, until all of it is queued.
     mutating func sendChain() throws(SendfileError) {
-      while first < kinds.count {
+      while first < segments.count {
         hooks.beforeSend?(pos)
         var zcID: UInt32? = nil
         if zeroCopy {
-          zcID = socket.beginZeroCopy(
-            holding: holds[first...].compactMap { $0 }, tracker: nil)
+          zcID = socket.beginZeroCopy(holding: segments[first...].compactMap(\.hold), tracker: nil)
         }
         let n: Int
         do {
           n = try Sys.sendmsg(
-            socket.fileDescriptor, iov + first, kinds.count - first,
-            sfb_send_flags(zcID == nil ? 0 : 1, 0))
+            socket.fileDescriptor, iov, fillIovecs(), sfb_send_flags(zcID == nil ? 0 : 1, 0))
         } catch {
           if let zcID { socket.abortZeroCopy(zcID) }
           hooks.onSendError?(error)
@@ -341,36 +417,36 @@
             throw SendfileError.sending(error, bytesSent: sent)
           }
         }
-        let touched = advance(by: n)
-        if let zcID { socket.confirmZeroCopy(zcID, keeping: touched) }
+        advance(by: n)
+        // The notification holds every buffer the send reached, and the unsent rest of the
+        // chain too (a buffer is held by its last segment): the next send holds them again
+        // anyway, so they are released only a little later.
+        if let zcID { socket.confirmZeroCopy(zcID) }
       }
     }
 
-    /// Accounts for `n` bytes sent from the chain's first unsent iovec on, and lets go of
-    /// the iovecs entirely sent. Returns how many holders the sent bytes touched.
-    mutating func advance(by n: Int) -> Int {
+    /// Accounts for `n` bytes sent from the first unsent segment on, and lets go of the
+    /// segments entirely sent (and so of a buffer whose last segment was sent).
+    mutating func advance(by n: Int) {
       sent += n
       var left = n
-      var touched = 0
       while left > 0 {
-        let length = iov[first].iov_len
+        let length = segments[first].length - firstDone
         let take = min(left, length)
-        switch kinds[first] {
+        switch segments[first].kind {
         case .header: headerLeft -= take
         case .file: pos += take
         case .trailer: trailerLeft -= take
         }
-        if holds[first] != nil { touched += 1 }
         if take == length {
-          holds[first] = nil
+          segments[first].hold = nil
           first += 1
+          firstDone = 0
         } else {
-          iov[first].iov_base += take
-          iov[first].iov_len -= take
+          firstDone += take
         }
         left -= take
       }
-      return touched
     }
   }
 #endif

@@ -199,20 +199,12 @@
       }
     }
 
-    /// After a send that queued bytes: the number is taken. Holds past the first `count`
-    /// were not reached by the send and are let go (if the notification has not already
-    /// released them all).
-    func confirmZeroCopy(_ id: UInt32, keeping count: Int) {
-      var trimmed: [AnyObject] = []
+    /// After a send that queued bytes: the number is taken.
+    func confirmZeroCopy(_ id: UInt32) {
       zc.withLock { s in
         s.nextID = id &+ 1
         s.stats.notifications += 1
-        if let i = s.pending.lastIndex(where: { $0.id == id }), s.pending[i].holds.count > count {
-          trimmed = Array(s.pending[i].holds[count...])
-          s.pending[i].holds.removeSubrange(count...)
-        }
       }
-      trimmed.removeAll()
     }
 
     /// After a send that failed: it took no number; its record goes.
@@ -310,7 +302,7 @@
         let id = copyOnly ? nil : beginZeroCopy(holding: [], tracker: tracker)
         do {
           let n = try Sys.sendmsg(fileDescriptor, &iov, 1, sfb_send_flags(id == nil ? 0 : 1, 1))
-          if let id { confirmZeroCopy(id, keeping: 0) }
+          if let id { confirmZeroCopy(id) }
           sent += n
         } catch {
           if let id { abortZeroCopy(id) }

@@ -179,9 +179,11 @@ final class Peer {
   let pid: pid_t
   let name: String
 
-  init(_ argv: [String], stdin: String? = nil, stdout: String? = nil) throws {
+  init(_ argv: [String], stdin: String? = nil, stdout: String? = nil, stderr: String? = nil)
+    throws
+  {
     name = argv[0]
-    guard let exe = Peer.find(argv[0]) else {
+    guard let exe = argv[0].hasPrefix("/") ? argv[0] : Peer.find(argv[0]) else {
       Issue.record(
         "\(argv[0]) is not installed: apt-get install -y socat netcat-openbsd")
       throw PeerError.missing(argv[0])
@@ -192,6 +194,9 @@ final class Peer {
     if let stdin { posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0) }
     if let stdout {
       posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    }
+    if let stderr {
+      posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     }
     var p = pid_t()
     let args = ([exe] + argv.dropFirst()).map { strdup($0) } + [nil]

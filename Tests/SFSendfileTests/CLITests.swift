@@ -1,0 +1,115 @@
+import Glibc
+import Testing
+
+@testable import SFSendfile
+
+/// The tool: `sfbuf send` and `sfbuf recv` run as processes, against each other and socat,
+/// and their errors for a missing file, a refused connection and bad arguments.
+@Suite("sfbuf send and sfbuf recv")
+struct CLITests {
+  /// The `sfbuf` executable built next to this test bundle.
+  static func tool() throws -> String {
+    var buf = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+    let me = String(decoding: buf[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var dir = me
+    while let slash = dir.lastIndex(of: "/"), !dir.hasSuffix("/debug"), !dir.hasSuffix("/release") {
+      dir = String(dir[..<slash])
+      if access(dir + "/sfbuf", X_OK) == 0 { break }
+    }
+    let path = dir + "/sfbuf"
+    guard access(path, X_OK) == 0 else {
+      Issue.record("the sfbuf tool is not built next to the tests (\(path)): run swift build first")
+      throw PeerError.missing("sfbuf")
+    }
+    return path
+  }
+
+  /// Runs `sfbuf args…`; returns its exit status and standard error.
+  func run(_ args: [String]) throws -> (Int32, String) {
+    let err = makeTempPath("sfsendfile-stderr")
+    defer { unlink(err) }
+    let p = try Peer([try Self.tool()] + args, stderr: err)
+    let status = p.wait(timeout: 30)
+    return (status, String(decoding: readAll(err), as: UTF8.self))
+  }
+
+  /// Starts `sfbuf recv 0 --out out` and waits until it says which port it listens on.
+  func startRecv(out: String, stderr: String) throws -> (Peer, Int) {
+    let p = try Peer(
+      [try Self.tool(), "recv", "0", "--out", out, "--timeout", "20"], stderr: stderr)
+    var port = 0
+    _ = waitUntil {
+      let text = String(decoding: readAll(stderr), as: UTF8.self)
+      guard let r = text.firstRange(of: "listening on 127.0.0.1:") else { return false }
+      port = Int(text[r.upperBound...].prefix { $0.isNumber }) ?? 0
+      return port > 0
+    }
+    #expect(port > 0, "sfbuf recv did not say where it listens")
+    return (p, port)
+  }
+
+  @Test("send to recv: a range of the file, through a small window and the direct map")
+  func sendToRecv() throws {
+    let f = TempFile(size: 300_000)
+    for (extra, offset, count) in [
+      (["--nsfbufs", "8"], 3, 100_000), (["--direct", "--zerocopy"], 0, 0),
+    ] {
+      let out = makeTempPath("sfsendfile-cli-out")
+      let log = makeTempPath("sfsendfile-cli-log")
+      defer {
+        unlink(out)
+        unlink(log)
+      }
+      let (recv, port) = try startRecv(out: out, stderr: log)
+      let (status, err) = try run(
+        ["send", f.path, "127.0.0.1:\(port)", "--offset", "\(offset)", "--count", "\(count)"]
+          + extra)
+      #expect(status == 0, "sfbuf send failed: \(err)")
+      #expect(err.contains("sent \(count == 0 ? f.bytes.count : count) bytes"))
+      #expect(recv.wait() == 0)
+      expectSame(readAll(out), expected(f, offset: offset, count: count))
+    }
+  }
+
+  @Test("socat sends to sfbuf recv")
+  func socatToRecv() throws {
+    let f = TempFile(size: 1 << 20 | 77)
+    let out = makeTempPath("sfsendfile-cli-out")
+    let log = makeTempPath("sfsendfile-cli-log")
+    defer {
+      unlink(out)
+      unlink(log)
+    }
+    let (recv, port) = try startRecv(out: out, stderr: log)
+    let socat = try Peer(["socat", "-u", "OPEN:\(f.path),rdonly", "TCP:127.0.0.1:\(port)"])
+    #expect(socat.wait() == 0)
+    #expect(recv.wait() == 0)
+    expectSame(readAll(out), f.bytes)
+    #expect(
+      String(decoding: readAll(log), as: UTF8.self).contains("received \(f.bytes.count) bytes"))
+  }
+
+  @Test("a missing file, a refused connection, bad arguments: clear errors, no crash")
+  func errors() throws {
+    let f = TempFile(size: 10)
+    var (status, err) = try run(["send", "/nonexistent/file", "127.0.0.1:9"])
+    #expect(status == 1 && err.contains("cannot open /nonexistent/file: No such file or directory"))
+    // A port nobody listens on: take a free one and close it.
+    let port = try Listener().port
+    (status, err) = try run(["send", f.path, "127.0.0.1:\(port)"])
+    #expect(status == 1 && err.contains("Connection refused"), "\(err)")
+    for (args, message) in [
+      (["send", f.path, "localhost"], "is not HOST:PORT"),
+      (["send", f.path, "127.0.0.1:70000"], "port in 1...65535"),
+      (["send", f.path, "127.0.0.1:9", "--offset=-1"], "--offset must not be negative"),
+      (["send", f.path, "127.0.0.1:9", "--nsfbufs", "0"], "nsfbufs"),
+      (["send", f.path, "127.0.0.1:9", "--nsfbufs", "8", "--direct"], "exclusive"),
+      (["recv", "70000"], "PORT must be in 0...65535"),
+    ] {
+      (status, err) = try run(args)
+      #expect(status != 0 && status < 128, "\(args): status \(status)")
+      #expect(err.contains(message), "\(args): \(err)")
+    }
+  }
+}
