@@ -1,7 +1,390 @@
 import ArgumentParser
+import Glibc
+import SFBufHost
+import SFSendfile
+import SystemPackage
 
-/// `sfbuf bench sendfile`: issue 4; written by its owner.
+/// `sfbuf bench sendfile`: one file sent over loopback TCP to a reader process that drains
+/// it into a buffer, by five methods interleaved in one run: our sendfile through a window,
+/// our sendfile on the direct map, the host kernel's `sendfile(2)`, `pread`+`write`, and
+/// `write` from a whole-file mapping. Prints medians of GB/s and the ratios between them as a
+/// table or, with `--json`, as one JSON object.
+///
+/// The JSON keys, stable: `size_bytes`, `repetitions`, `nsfbufs`, `chunk_bytes`, `methods`
+/// (an array, in the order above, of objects with `name`, `gbps_median`, `gbps_min`,
+/// `gbps_max`, `gbps_runs`), `ratios` (an object with `sfbuf_window_vs_mmap_write`,
+/// `sfbuf_direct_vs_mmap_write`, `sfbuf_window_vs_pread_write`,
+/// `sfbuf_direct_vs_pread_write`, `sfbuf_window_vs_kernel_sendfile`,
+/// `sfbuf_direct_vs_kernel_sendfile`: ratios of medians) and `window` (the window's
+/// counters after the run: `nsfbufs`, `nsfbufspeak`, `sf_allocwait`, `sf_allocfail`,
+/// `hits`, `misses`, `map_calls`). Method names: `sfbuf_window`, `sfbuf_direct`,
+/// `kernel_sendfile`, `pread_write`, `mmap_write`.
 struct BenchSendfileCommand: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "sendfile")
-  func run() throws { throw ValidationError("sfbuf bench sendfile is not built yet") }
+  static let configuration = CommandConfiguration(
+    commandName: "sendfile",
+    abstract: "Benchmark sendfile on sf_buf against the kernel's sendfile and plain writes.",
+    discussion: """
+      A file (in the page cache) is sent over loopback TCP to a reader process that drains \
+      it into a 1 MiB buffer and answers with the byte count. Each transfer is timed from \
+      the first byte written to the reader's answer. Methods: our sendfile through a window \
+      of --nsfbufs slots and on the direct map (chains of 256 pages, one sendmsg each), the \
+      kernel's sendfile(2), pread+write and write from a whole-file mapping (--chunk bytes \
+      per call). Every method runs once to warm up, then --repetitions times, interleaved.
+      """
+  )
+
+  @Option(help: "Bytes per transfer (a number, or with a suffix K, M or G).")
+  var size = "1G"
+
+  @Option(help: "Timed transfers of each method.")
+  var repetitions = 5
+
+  @Option(help: "Window slots for the window method.")
+  var nsfbufs = 512
+
+  @Option(
+    help: "Bytes per call of pread+write and write from a mapping (ours: 1 MiB chains).")
+  var chunk = "1M"
+
+  @Flag(help: "A short run (64 MiB, 3 repetitions) that takes a few seconds.")
+  var quick = false
+
+  @Flag(help: "Print one JSON object instead of a table.")
+  var json = false
+
+  @Option(help: "Where to make the temporary file (a disk, not tmpfs, to be realistic).")
+  var directory = "/tmp"
+
+  /// Runs only these methods (to profile one); the table then lacks the ratios it needs.
+  @Option(name: .customLong("only"), help: .hidden)
+  var only: [String] = []
+
+  static let methods = [
+    "sfbuf_window", "sfbuf_direct", "kernel_sendfile", "pread_write", "mmap_write",
+  ]
+  static let labels = [
+    "sfbuf_window": "sfbuf, window", "sfbuf_direct": "sfbuf, direct map",
+    "kernel_sendfile": "kernel sendfile(2)", "pread_write": "pread + write",
+    "mmap_write": "write from mmap",
+  ]
+
+  func validate() throws {
+    guard let s = parseBytes(size), s > 0 else { throw ValidationError("bad --size '\(size)'") }
+    guard let c = parseBytes(chunk), c >= 4096, c <= 1 << 30 else {
+      throw ValidationError("--chunk must be 4K...1G")
+    }
+    _ = s
+    _ = c
+    for m in only where !Self.methods.contains(m) { throw ValidationError("unknown method \(m)") }
+    guard (1...1000).contains(repetitions) else {
+      throw ValidationError("--repetitions must be in 1...1000")
+    }
+    _ = try SFBufPool.parseSlots(String(nsfbufs), setting: "--nsfbufs")
+  }
+
+  func run() throws {
+    let bytes = quick ? 64 << 20 : parseBytes(size)!
+    let reps = quick ? min(repetitions, 3) : repetitions
+    let chunkBytes = parseBytes(chunk)!
+    let bench = try SendfileBench(
+      size: bytes, chunk: chunkBytes, nsfbufs: nsfbufs, directory: directory)
+    defer { bench.finish() }
+    let methods = only.isEmpty ? Self.methods : only
+    try bench.startReader(connections: methods.count * (reps + 1))
+    var runs: [String: [Double]] = [:]
+    for m in methods { _ = try bench.transfer(m) }  // warm-up
+    for r in 0..<reps {
+      // Interleaved, and rotated so that no method always follows the same one.
+      for i in 0..<methods.count {
+        let m = methods[(i + r) % methods.count]
+        let seconds = try bench.transfer(m)
+        runs[m, default: []].append(Double(bytes) / seconds / 1e9)
+      }
+    }
+    try bench.stopReader()
+    if !only.isEmpty {
+      for m in methods { print("\(m): median \(fmt(median(runs[m]!))) GB/s") }
+      return
+    }
+    let medians = Dictionary(uniqueKeysWithValues: runs.map { ($0.key, median($0.value)) })
+    let ratios: [(String, Double)] = [
+      ("sfbuf_window_vs_mmap_write", medians["sfbuf_window"]! / medians["mmap_write"]!),
+      ("sfbuf_direct_vs_mmap_write", medians["sfbuf_direct"]! / medians["mmap_write"]!),
+      ("sfbuf_window_vs_pread_write", medians["sfbuf_window"]! / medians["pread_write"]!),
+      ("sfbuf_direct_vs_pread_write", medians["sfbuf_direct"]! / medians["pread_write"]!),
+      ("sfbuf_window_vs_kernel_sendfile", medians["sfbuf_window"]! / medians["kernel_sendfile"]!),
+      ("sfbuf_direct_vs_kernel_sendfile", medians["sfbuf_direct"]! / medians["kernel_sendfile"]!),
+    ]
+    let st = bench.window.stats
+    if json {
+      var o = "{\"size_bytes\":\(bytes),\"repetitions\":\(reps),\"nsfbufs\":\(nsfbufs),"
+      o += "\"chunk_bytes\":\(chunkBytes),\"methods\":["
+      o += Self.methods.map { m in
+        let v = runs[m]!
+        return "{\"name\":\"\(m)\",\"gbps_median\":\(fmt(medians[m]!, 4)),"
+          + "\"gbps_min\":\(fmt(v.min()!, 4)),\"gbps_max\":\(fmt(v.max()!, 4)),"
+          + "\"gbps_runs\":[\(v.map { fmt($0, 4) }.joined(separator: ","))]}"
+      }.joined(separator: ",")
+      o += "],\"ratios\":{"
+      o += ratios.map { "\"\($0.0)\":\(fmt($0.1, 4))" }.joined(separator: ",")
+      o += "},\"window\":{\"nsfbufs\":\(st.nsfbufs),\"nsfbufspeak\":\(st.nsfbufspeak),"
+      o += "\"sf_allocwait\":\(st.sf_allocwait),\"sf_allocfail\":\(st.sf_allocfail),"
+      o += "\"hits\":\(st.hits),\"misses\":\(st.misses),\"map_calls\":\(bench.window.mapCalls)}}"
+      print(o)
+      return
+    }
+    print(
+      "sendfile over loopback TCP: \(describe(bytes)) per transfer to a reader process"
+        + " draining into a 1 MiB buffer; \(reps) interleaved repetitions after a warm-up;"
+        + " GB/s = 1e9 bytes/s")
+    print(
+      pad("method", 22) + lpad("median", 8) + lpad("min", 8) + lpad("max", 8)
+        + lpad("/mmap+wr", 10) + lpad("/pread+wr", 10) + lpad("/kernel", 9))
+    for m in Self.methods {
+      let v = runs[m]!
+      let med = medians[m]!
+      print(
+        pad(Self.labels[m]! + (m == "sfbuf_window" ? " \(nsfbufs)" : ""), 22)
+          + lpad(fmt(med), 8) + lpad(fmt(v.min()!), 8) + lpad(fmt(v.max()!), 8)
+          + lpad(fmt(med / medians["mmap_write"]!), 10)
+          + lpad(fmt(med / medians["pread_write"]!), 10)
+          + lpad(fmt(med / medians["kernel_sendfile"]!), 9))
+    }
+    print(
+      "targets: >= 0.95x write from mmap, >= 1.0x pread+write. window: "
+        + verdict(ratios[0].1, ratios[2].1) + "; direct map: " + verdict(ratios[1].1, ratios[3].1))
+    print(
+      "window after the run: " + st.netstatLines.joined(separator: "; ")
+        + "; \(st.misses) misses, \(bench.window.mapCalls) mmap calls")
+  }
+
+  private func verdict(_ vsMap: Double, _ vsPread: Double) -> String {
+    (vsMap >= 0.95 ? "met" : "missed") + " (\(fmt(vsMap))x) / "
+      + (vsPread >= 1.0 ? "met" : "missed") + " (\(fmt(vsPread))x)"
+  }
+}
+
+/// The file, the pools, the reader process and the five ways to send.
+final class SendfileBench {
+  let size: Int
+  let chunk: Int
+  let path: String
+  let object: VMObject
+  let window: SFBufPool
+  let direct = SFBufPool.directMap()
+  let fd: CInt
+  let map: UnsafeMutableRawPointer
+  let buffer: UnsafeMutableRawPointer
+  private var listener: Listener?
+  private var reader: pid_t = 0
+
+  init(size: Int, chunk: Int, nsfbufs: Int, directory: String) throws {
+    self.size = size
+    self.chunk = chunk
+    window = try SFBufPool(nsfbufs: nsfbufs)
+    var template = Array("\(directory)/sfbuf-bench-XXXXXX".utf8CString)
+    let wfd = mkstemp(&template)
+    guard wfd >= 0 else { throw CommandFailure("cannot create a file in \(directory)") }
+    path = String(
+      decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    defer { close(wfd) }
+    do {
+      try SendfileBench.fill(wfd, size)
+      fd = open(path, O_RDONLY | O_CLOEXEC)
+      object = try VMObject.file(FilePath(path))
+      guard let m = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), m != MAP_FAILED else {
+        throw CommandFailure("cannot map \(path): \(Errno(rawValue: errno))")
+      }
+      map = m
+    } catch {
+      unlink(path)
+      throw error
+    }
+    buffer = .allocate(byteCount: chunk, alignment: 4096)
+  }
+
+  /// Fills the file with pseudo-random megabytes, each stamped with its index, and pushes
+  /// it to the disk, so no write-back runs during the transfers; its pages stay cached.
+  static func fill(_ fd: CInt, _ size: Int) throws {
+    let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+    defer { block.deallocate() }
+    var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+    for i in 0..<(block.count / 8) {
+      x ^= x << 13
+      x ^= x >> 7
+      x ^= x << 17
+      block.storeBytes(of: x, toByteOffset: i * 8, as: UInt64.self)
+    }
+    var at = 0
+    while at < size {
+      block.storeBytes(of: UInt64(at), as: UInt64.self)
+      let n = min(block.count, size - at)
+      var done = 0
+      while done < n {
+        let w = pwrite(fd, block.baseAddress! + done, n - done, off_t(at + done))
+        if w < 0 { throw CommandFailure("cannot write the file: \(Errno(rawValue: errno))") }
+        done += w
+      }
+      at += n
+    }
+    fdatasync(fd)
+  }
+
+  /// Starts the reader: this program's hidden `recv --sink`, as a child process (another
+  /// address space, as a real peer), on a listening socket made here.
+  func startReader(connections: Int) throws {
+    let l = try Listener()
+    listener = l
+    var exe = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &exe, exe.count - 1)
+    guard n > 0 else { throw CommandFailure("cannot find this program (/proc/self/exe)") }
+    let path = String(decoding: exe[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, l.fileDescriptor, 3)
+    let argv = [
+      path, "recv", "0", "--listen-fd", "3", "--sink", "--connections", "\(connections)",
+    ]
+    let args = argv.map { strdup($0) } + [nil]
+    defer { for a in args { free(a) } }
+    let r = posix_spawn(&reader, path, &actions, nil, args, environ)
+    guard r == 0 else { throw CommandFailure("cannot start the reader: \(Errno(rawValue: r))") }
+  }
+
+  /// Waits for the reader to exit after its last connection.
+  func stopReader() throws {
+    var status: Int32 = 0
+    waitpid(reader, &status, 0)
+    reader = 0
+    if status != 0 { throw CommandFailure("the reader failed (wait status \(status))") }
+  }
+
+  /// Removes the file, and stops a reader still running after an error.
+  func finish() {
+    if reader > 0 {
+      kill(reader, SIGTERM)
+      var status: Int32 = 0
+      waitpid(reader, &status, 0)
+    }
+    munmap(map, size)
+    close(fd)
+    unlink(path)
+    buffer.deallocate()
+  }
+
+  /// One transfer by `method`; returns its seconds, from connecting to the reader's answer.
+  func transfer(_ method: String) throws -> Double {
+    let s = try Socket.connect(host: "127.0.0.1", port: listener!.port)
+    defer { s.close() }
+    let start = now()
+    switch method {
+    case "sfbuf_window": _ = try sendfile(object, to: s, pool: window)
+    case "sfbuf_direct": _ = try sendfile(object, to: s, pool: direct)
+    case "kernel_sendfile": try kernelSendfile(s.fileDescriptor)
+    case "pread_write": try preadWrite(s.fileDescriptor)
+    default: try mapWrite(s.fileDescriptor)
+    }
+    try s.shutdownWrite()
+    var answer: UInt64 = 0
+    var got = 0
+    while got < 8 {
+      let n = try withUnsafeMutableBytes(of: &answer) {
+        try s.receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...]))
+      }
+      if n == 0 { throw CommandFailure("the reader closed without answering") }
+      got += n
+    }
+    let seconds = now() - start
+    if Int(UInt64(littleEndian: answer)) != size {
+      throw CommandFailure(
+        "\(method): the reader got \(UInt64(littleEndian: answer)) bytes, not \(size)")
+    }
+    return seconds
+  }
+
+  /// The kernel's own sendfile(2), in calls of at most 1 GiB.
+  private func kernelSendfile(_ sock: CInt) throws {
+    var off = off_t(0)
+    while Int(off) < size {
+      let n = Glibc.sendfile(sock, fd, &off, min(size - Int(off), 1 << 30))
+      if n < 0 {
+        let e = errno
+        if e == EINTR { continue }
+        throw CommandFailure("sendfile(2): \(Errno(rawValue: e))")
+      }
+    }
+  }
+
+  /// pread(2) into a buffer, then send(2) of the buffer.
+  private func preadWrite(_ sock: CInt) throws {
+    var at = 0
+    while at < size {
+      let n = pread(fd, buffer, min(chunk, size - at), off_t(at))
+      if n <= 0 {
+        if n < 0 && errno == EINTR { continue }
+        throw CommandFailure("pread: \(Errno(rawValue: errno))")
+      }
+      try sendAll(sock, UnsafeRawPointer(buffer), n)
+      at += n
+    }
+  }
+
+  /// send(2) straight from the whole-file mapping.
+  private func mapWrite(_ sock: CInt) throws {
+    var at = 0
+    while at < size {
+      let n = min(chunk, size - at)
+      try sendAll(sock, UnsafeRawPointer(map + at), n)
+      at += n
+    }
+  }
+
+  private func sendAll(_ sock: CInt, _ p: UnsafeRawPointer, _ count: Int) throws {
+    var done = 0
+    while done < count {
+      let n = rawSend(sock, p + done, count - done)
+      if n < 0 {
+        if -n == Int(EINTR) { continue }
+        throw CommandFailure("send: \(Errno(rawValue: Int32(-n)))")
+      }
+      done += n
+    }
+  }
+}
+
+/// send(2) with MSG_NOSIGNAL; returns the count, or minus the errno read right after.
+@inline(never)
+private func rawSend(_ sock: CInt, _ p: UnsafeRawPointer, _ count: Int) -> Int {
+  let n = send(sock, p, count, Int32(MSG_NOSIGNAL))
+  return n < 0 ? -Int(errno) : n
+}
+
+/// "1G", "256K", "4096" as bytes.
+func parseBytes(_ text: String) -> Int? {
+  let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+  if let last = text.uppercased().last, let unit = units[last] {
+    return Int(text.dropLast()).map { $0 * unit }
+  }
+  return Int(text)
+}
+
+/// Bytes in the largest whole unit.
+func describe(_ bytes: Int) -> String {
+  if bytes % (1 << 30) == 0 { return "\(bytes >> 30) GiB" }
+  if bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
+  return "\(bytes) bytes"
+}
+
+func median(_ v: [Double]) -> Double {
+  let s = v.sorted()
+  return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+private func pad(_ s: String, _ n: Int) -> String {
+  s.count >= n ? s : s + String(repeating: " ", count: n - s.count)
+}
+
+private func lpad(_ s: String, _ n: Int) -> String {
+  s.count >= n ? s : String(repeating: " ", count: n - s.count) + s
 }
