@@ -108,7 +108,9 @@
     let headers: HeldBytes?
     let trailers: HeldBytes?
     let nonBlocking: Bool
-    let zeroCopy: Bool
+    /// Sends use `MSG_ZEROCOPY` (while the socket allows; a call that cannot pin memory
+    /// turns it off for itself).
+    var zeroCopy: Bool
 
     /// The file offset where the call stops; moves with the file's size.
     var end = 0
@@ -410,8 +412,13 @@
             if end >= before { throw SendfileError(.system, bytesSent: sent, errno: error) }
             return
           case .noBufferSpace where zcID != nil:
-            // Notification memory used up: let notifications arrive, then send again.
-            _ = socket.waitForCompletions(timeout: 0.05)
+            // Notification memory or the locked-memory limit used up: let notifications
+            // arrive and send again; with none outstanding, send the rest with copies.
+            if socket.zeroCopyStats.pending == 0 {
+              zeroCopy = false
+            } else {
+              _ = socket.waitForCompletions(timeout: 0.05)
+            }
             continue
           default:
             throw SendfileError.sending(error, bytesSent: sent)

@@ -5,6 +5,7 @@
 
   /// The flags of ``sendfile(_:to:offset:count:headers:trailers:flags:pool:)``.
   public struct SendfileFlags: OptionSet, Sendable, Hashable {
+    /// FreeBSD's `SF_*` bits.
     public let rawValue: Int32
     /// Makes flags from FreeBSD's `SF_*` bits.
     public init(rawValue: Int32) { self.rawValue = rawValue }
@@ -75,6 +76,7 @@
       }
     }
 
+    /// What went wrong, its errno, and the bytes sent, in a sentence.
     public var description: String {
       let what: String
       switch code {
@@ -105,6 +107,7 @@
       self.errno = errno
     }
 
+    /// `operation: errno`, e.g. `connect 127.0.0.1:9: Connection refused`.
     public var description: String { "\(operation): \(errno)" }
   }
 #endif

@@ -191,9 +191,10 @@ final class SendfileBench {
     do {
       try SendfileBench.fill(wfd, size)
       fd = open(path, O_RDONLY | O_CLOEXEC)
+      guard fd >= 0 else { throw CommandFailure("cannot open \(path)") }
       object = try VMObject.file(FilePath(path))
       guard let m = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), m != MAP_FAILED else {
-        throw CommandFailure("cannot map \(path): \(Errno(rawValue: errno))")
+        throw CommandFailure("cannot map \(path)")
       }
       map = m
     } catch {
@@ -222,7 +223,7 @@ final class SendfileBench {
       var done = 0
       while done < n {
         let w = pwrite(fd, block.baseAddress! + done, n - done, off_t(at + done))
-        if w < 0 { throw CommandFailure("cannot write the file: \(Errno(rawValue: errno))") }
+        if w <= 0 { throw CommandFailure("cannot write the benchmark's file (disk full?)") }
         done += w
       }
       at += n
@@ -307,11 +308,10 @@ final class SendfileBench {
   private func kernelSendfile(_ sock: CInt) throws {
     var off = off_t(0)
     while Int(off) < size {
-      let n = Glibc.sendfile(sock, fd, &off, min(size - Int(off), 1 << 30))
+      let n = rawSendfile(sock, fd, &off, min(size - Int(off), 1 << 30))
       if n < 0 {
-        let e = errno
-        if e == EINTR { continue }
-        throw CommandFailure("sendfile(2): \(Errno(rawValue: e))")
+        if -n == Int(EINTR) { continue }
+        throw CommandFailure("sendfile(2): \(Errno(rawValue: Int32(-n)))")
       }
     }
   }
@@ -320,10 +320,10 @@ final class SendfileBench {
   private func preadWrite(_ sock: CInt) throws {
     var at = 0
     while at < size {
-      let n = pread(fd, buffer, min(chunk, size - at), off_t(at))
+      let n = rawPread(fd, buffer, min(chunk, size - at), at)
       if n <= 0 {
-        if n < 0 && errno == EINTR { continue }
-        throw CommandFailure("pread: \(Errno(rawValue: errno))")
+        if n == -Int(EINTR) { continue }
+        throw CommandFailure("pread: \(n == 0 ? "end of file" : "\(Errno(rawValue: Int32(-n)))")")
       }
       try sendAll(sock, UnsafeRawPointer(buffer), n)
       at += n
@@ -351,6 +351,20 @@ final class SendfileBench {
       done += n
     }
   }
+}
+
+/// sendfile(2); returns the count, or minus the errno read right after.
+@inline(never)
+private func rawSendfile(_ sock: CInt, _ fd: CInt, _ off: inout off_t, _ count: Int) -> Int {
+  let n = Glibc.sendfile(sock, fd, &off, count)
+  return n < 0 ? -Int(errno) : n
+}
+
+/// pread(2); returns the count, or minus the errno read right after.
+@inline(never)
+private func rawPread(_ fd: CInt, _ p: UnsafeMutableRawPointer, _ count: Int, _ at: Int) -> Int {
+  let n = pread(fd, p, count, off_t(at))
+  return n < 0 ? -Int(errno) : n
 }
 
 /// send(2) with MSG_NOSIGNAL; returns the count, or minus the errno read right after.

@@ -156,8 +156,7 @@ struct RecvCommand: ParsableCommand {
     printError("sfbuf recv: listening on \(host):\(listener.port)")
     var fd = STDOUT_FILENO
     if let out {
-      fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-      if fd < 0 { throw CommandFailure("cannot open \(out): \(Errno(rawValue: errno))") }
+      fd = try openForWriting(out)
     }
     defer { if fd != STDOUT_FILENO { close(fd) } }
     let socket: Socket
@@ -181,6 +180,15 @@ struct RecvCommand: ParsableCommand {
       socket.close()
     }
   }
+}
+
+/// open(2) of `path` for writing (created or truncated); the errno is read right after.
+@inline(never)
+private func openForWriting(_ path: String) throws -> CInt {
+  let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+  let e = errno
+  if fd < 0 { throw CommandFailure("cannot open \(path): \(Errno(rawValue: e))") }
+  return fd
 }
 
 /// HOST:PORT, with HOST possibly in brackets (IPv6).

@@ -175,18 +175,19 @@ struct FailureTests {
     }
     #expect(waitUntil { pool.window!.sleepers == 1 })
     // Signal until the sleeper gives up: the first signal may land before it sleeps.
-    #expect(
-      waitUntil {
-        sender.signal(SIGUSR1)
-        return sender.isDone
-      })
+    let interrupted = waitUntil {
+      sender.signal(SIGUSR1)
+      return sender.isDone
+    }
+    #expect(interrupted, "signals did not interrupt the sleep")
+    // Bounded either way: without the interruption, freeing the slot lets it finish.
+    _ = consume held
     sender.join()
     s.close()
     let e = try #require(result.get)
     #expect(e.code == .interrupted)
     #expect(e.bytesSent == 0)
-    #expect(try r.drain() == 0, "nothing was queued, not even the headers")
-    _ = consume held
+    if interrupted { #expect(try r.drain() == 0, "nothing was queued, not even the headers") }
     other.unwire(pages: 0..<1)
     expectClean(pool, object)
     #expect(pool.stats.sf_allocfail == 1)

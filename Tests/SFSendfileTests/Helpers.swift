@@ -178,6 +178,7 @@ final class Reader: @unchecked Sendable {
 final class Peer {
   let pid: pid_t
   let name: String
+  private var reaped = false
 
   init(_ argv: [String], stdin: String? = nil, stdout: String? = nil, stderr: String? = nil)
     throws
@@ -206,6 +207,8 @@ final class Peer {
     pid = p
   }
 
+  deinit { reapIfNeeded() }
+
   static func find(_ name: String) -> String? {
     for dir in ["/usr/bin", "/bin", "/usr/local/bin", "/usr/sbin"] {
       let path = "\(dir)/\(name)"
@@ -218,6 +221,7 @@ final class Peer {
   /// Returns its exit status (or 128 + signal).
   @discardableResult
   func wait(timeout: Double = 30) -> Int32 {
+    reaped = true
     let deadline = monotonicNow() + timeout
     var status: Int32 = 0
     while waitpid(pid, &status, WNOHANG) == 0 {
@@ -231,6 +235,17 @@ final class Peer {
     }
     let sig = status & 0x7f
     return sig == 0 ? (status >> 8) & 0xff : 128 + sig
+  }
+}
+
+extension Peer {
+  /// A test that failed before waiting for its peer still leaves no process behind.
+  func reapIfNeeded() {
+    guard !reaped else { return }
+    reaped = true
+    kill(pid, SIGKILL)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
   }
 }
 
