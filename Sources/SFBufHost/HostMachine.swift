@@ -124,7 +124,7 @@
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
             addr, count * vmPageSize, object.protection,
-            MAP_SHARED | MAP_FIXED | MAP_POPULATE | HostMachine.unmergeable(slot / count), fd,
+            MAP_SHARED | MAP_FIXED | HostMachine.unmergeable(slot / count), fd,
             off_t(first.offset))
         }
       } catch {
