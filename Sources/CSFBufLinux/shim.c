@@ -172,6 +172,13 @@ long sfb_resident_prefix(int fd, off_t offset, long pages, long page_size) {
   return r;
 }
 
+int sfb_set_affinity_cpu(int cpu) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  return sched_setaffinity(0, sizeof one, &one);
+}
+
 int sfb_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 int sfb_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }

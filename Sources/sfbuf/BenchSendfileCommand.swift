@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSFBufLinux
 import Glibc
 import SFBufHost
 import SFSendfile
@@ -10,7 +11,8 @@ import SystemPackage
 /// `write` from a whole-file mapping. Prints medians of GB/s and the ratios between them as a
 /// table or, with `--json`, as one JSON object.
 ///
-/// The JSON keys, stable: `size_bytes`, `repetitions`, `nsfbufs`, `chunk_bytes`, `methods`
+/// The JSON keys, stable: `size_bytes`, `repetitions`, `nsfbufs`, `pinned`, `chunk_bytes`,
+/// `methods`
 /// (an array, in the order above, of objects with `name`, `gbps_median`, `gbps_min`,
 /// `gbps_max`, `gbps_runs`), `ratios` (an object with `sfbuf_window_vs_mmap_write`,
 /// `sfbuf_direct_vs_mmap_write`, `sfbuf_window_vs_pread_write`,
@@ -55,6 +57,13 @@ struct BenchSendfileCommand: ParsableCommand {
   @Option(help: "Where to make the temporary file (a disk, not tmpfs, to be realistic).")
   var directory = "/tmp"
 
+  @Flag(
+    help: """
+      Run the sender on CPU 0 and the reader on CPU 1 (with two CPUs or more): steadier \
+      figures on a quiet machine, worse ones when other work shares the CPUs.
+      """)
+  var pin = false
+
   /// Runs only these methods (to profile one); the table then lacks the ratios it needs.
   @Option(name: .customLong("only"), help: .hidden)
   var only: [String] = []
@@ -90,7 +99,10 @@ struct BenchSendfileCommand: ParsableCommand {
       size: bytes, chunk: chunkBytes, nsfbufs: nsfbufs, directory: directory)
     defer { bench.finish() }
     let methods = only.isEmpty ? Self.methods : only
-    try bench.startReader(connections: methods.count * (reps + 1))
+    let cpus = Int(sfb_cpu_count())
+    let pinned = pin && cpus >= 2
+    if pinned && sfb_set_affinity_cpu(0) != 0 { throw CommandFailure("cannot run on CPU 0") }
+    try bench.startReader(connections: methods.count * (reps + 1), cpu: pinned ? 1 : nil)
     var runs: [String: [Double]] = [:]
     for m in methods { _ = try bench.transfer(m) }  // warm-up
     for r in 0..<reps {
@@ -118,6 +130,7 @@ struct BenchSendfileCommand: ParsableCommand {
     let st = bench.window.stats
     if json {
       var o = "{\"size_bytes\":\(bytes),\"repetitions\":\(reps),\"nsfbufs\":\(nsfbufs),"
+      o += "\"pinned\":\(pinned),"
       o += "\"chunk_bytes\":\(chunkBytes),\"methods\":["
       o += Self.methods.map { m in
         let v = runs[m]!
@@ -135,8 +148,8 @@ struct BenchSendfileCommand: ParsableCommand {
     }
     print(
       "sendfile over loopback TCP: \(describe(bytes)) per transfer to a reader process"
-        + " draining into a 1 MiB buffer; \(reps) interleaved repetitions after a warm-up;"
-        + " GB/s = 1e9 bytes/s")
+        + " draining into a 1 MiB buffer\(pinned ? " (sender on CPU 0, reader on CPU 1)" : "");"
+        + " \(reps) interleaved repetitions after a warm-up; GB/s = 1e9 bytes/s")
     print(
       pad("method", 22) + lpad("median", 8) + lpad("min", 8) + lpad("max", 8)
         + lpad("/mmap+wr", 10) + lpad("/pread+wr", 10) + lpad("/kernel", 9))
@@ -233,7 +246,7 @@ final class SendfileBench {
 
   /// Starts the reader: this program's hidden `recv --sink`, as a child process (another
   /// address space, as a real peer), on a listening socket made here.
-  func startReader(connections: Int) throws {
+  func startReader(connections: Int, cpu: Int?) throws {
     let l = try Listener()
     listener = l
     var exe = [CChar](repeating: 0, count: 4096)
@@ -244,9 +257,9 @@ final class SendfileBench {
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_adddup2(&actions, l.fileDescriptor, 3)
-    let argv = [
-      path, "recv", "0", "--listen-fd", "3", "--sink", "--connections", "\(connections)",
-    ]
+    let argv =
+      [path, "recv", "0", "--listen-fd", "3", "--sink", "--connections", "\(connections)"]
+      + (cpu.map { ["--cpu", "\($0)"] } ?? [])
     let args = argv.map { strdup($0) } + [nil]
     defer { for a in args { free(a) } }
     let r = posix_spawn(&reader, path, &actions, nil, args, environ)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSFBufLinux
 import Glibc
 import SFBufHost
 import SFSendfile
@@ -130,6 +131,10 @@ struct RecvCommand: ParsableCommand {
   @Option(help: .hidden)
   var connections = 1
 
+  /// The CPU the benchmark's reader runs on.
+  @Option(help: .hidden)
+  var cpu: Int32?
+
   func validate() throws {
     guard (0...65535).contains(port) else {
       throw ValidationError("PORT must be in 0...65535, not \(port)")
@@ -173,6 +178,9 @@ struct RecvCommand: ParsableCommand {
   }
 
   private func runSink(_ listener: Listener) throws {
+    if let cpu, sfb_set_affinity_cpu(cpu) != 0 {
+      throw CommandFailure("cannot run on CPU \(cpu)")
+    }
     for _ in 0..<connections {
       let socket = try listener.accept(timeout: 600)
       var n = UInt64(try socket.drain()).littleEndian

@@ -112,4 +112,28 @@ struct CLITests {
       #expect(err.contains(message), "\(args): \(err)")
     }
   }
+
+  @Test("bench sendfile --json: every method, the documented keys")
+  func benchJSON() throws {
+    let out = makeTempPath("sfsendfile-bench")
+    defer { unlink(out) }
+    let p = try Peer(
+      [try Self.tool(), "bench", "sendfile", "--size", "8M", "--repetitions", "1", "--json"],
+      stdout: out)
+    #expect(p.wait(timeout: 60) == 0)
+    let json = String(decoding: readAll(out), as: UTF8.self)
+    for key in [
+      "size_bytes", "repetitions", "nsfbufs", "pinned", "chunk_bytes", "methods", "gbps_median",
+      "gbps_min", "gbps_max", "gbps_runs", "ratios", "sfbuf_window_vs_mmap_write",
+      "sfbuf_direct_vs_mmap_write", "sfbuf_window_vs_pread_write", "sfbuf_direct_vs_pread_write",
+      "sfbuf_window_vs_kernel_sendfile", "sfbuf_direct_vs_kernel_sendfile", "window",
+      "map_calls",
+    ] {
+      #expect(json.contains("\"\(key)\":"), "missing key \(key)")
+    }
+    for method in ["sfbuf_window", "sfbuf_direct", "kernel_sendfile", "pread_write", "mmap_write"] {
+      #expect(json.contains("\"name\":\"\(method)\""), "missing method \(method)")
+    }
+    #expect(json.hasPrefix("{") && json.hasSuffix("}\n"))
+  }
 }

@@ -109,6 +109,10 @@ int sfb_zerocopy_reap(int fd, struct sfb_zc_completion *out, int max);
 /// with errno on failure.
 long sfb_resident_prefix(int fd, off_t offset, long pages, long page_size);
 
+/// Restricts the calling thread to CPU `cpu` (sched_setaffinity). Returns 0, or -1 with
+/// errno. For benchmarks that place a sender and a reader on CPUs of their own.
+int sfb_set_affinity_cpu(int cpu);
+
 /// accept4(2) with SOCK_CLOEXEC, the peer's address not wanted.
 int sfb_accept_cloexec(int fd);
 
