@@ -93,6 +93,11 @@
     return try call.run()
   }
 
+  extension SFBufStats {
+    /// Slots with no reference now.
+    var freeSlots: Int { nsfbufs - nsfbufsused }
+  }
+
   /// One sendfile call in progress: where it is in the file, what it has queued, the pages
   /// it has wired ahead, and the chain being sent (segments of headers, pages and trailers,
   /// each with what holds it; adjacent segments whose bytes are adjacent in memory go out as
@@ -296,7 +301,7 @@
     mutating func mapChain(_ firstPage: Int, _ pages: Int) throws(SendfileError) -> Int {
       var mapped: [sf_buf] = []
       mapped.reserveCapacity(pages)
-      if pool.isDirectMap || pages > 1 && pool.stats.nsfbufs - pool.stats.nsfbufsused >= pages {
+      if pool.isDirectMap || pages > 1 && pool.stats.freeSlots >= pages {
         mapRun(firstPage..<(firstPage + pages), &mapped)
       }
       if mapped.isEmpty {

@@ -43,7 +43,8 @@
       case busy
       /// A negative offset or count, or a descriptor that is not a connected stream socket.
       case invalidArgument
-      /// The socket was closed while a zero-copy send waited for its completion.
+      /// The socket was closed: before the call, or while a zero-copy send waited for its
+      /// completion.
       case closed
       /// Another error from the host; ``SendfileError/errno`` has it.
       case system
