@@ -130,3 +130,7 @@ func installInterruptingHandler(_ sig: Int32) {
   sa.sa_flags = 0
   precondition(sigaction(sig, &sa, nil) == 0)
 }
+
+/// The reclaim policies every window test runs under: the original, and batches (small, so
+/// that the tests' tiny windows recycle in batches too).
+let policies: [SFBufReclaimPolicy] = [.faithful, .batched(batch: 2)]

@@ -12,16 +12,16 @@ struct SleepTests {
   init() { installInterruptingHandler(SIGUSR1) }
 
   /// A window of one slot, held.
-  func fullWindow() throws -> (SFBufPool, VMObject, sf_buf) {
-    let pool = try SFBufPool(nsfbufs: 1)
+  func fullWindow(_ policy: SFBufReclaimPolicy) throws -> (SFBufPool, VMObject, sf_buf) {
+    let pool = try SFBufPool(nsfbufs: 1, policy: policy)
     let o = try taggedAnonymous(pages: 8)
     let held = try #require(pool.sf_buf_alloc(o.page(0), SFB_DEFAULT))
     return (pool, o, held)
   }
 
-  @Test("SFB_CATCH: a real signal interrupts the sleep")
-  func catchInterrupted() throws {
-    let (pool, o, held) = try fullWindow()
+  @Test("SFB_CATCH: a real signal interrupts the sleep", arguments: policies)
+  func catchInterrupted(policy: SFBufReclaimPolicy) throws {
+    let (pool, o, held) = try fullWindow(policy)
     let result = Shared<SFBufError?>(nil)
     let t = TestThread {
       do throws(SFBufError) {
@@ -47,9 +47,11 @@ struct SleepTests {
     pool.sf_buf_free(held)
   }
 
-  @Test("without SFB_CATCH the sleeper sleeps through signals and completes on a free")
-  func defaultSleepsThroughSignals() throws {
-    let (pool, o, held) = try fullWindow()
+  @Test(
+    "without SFB_CATCH the sleeper sleeps through signals and completes on a free",
+    arguments: policies)
+  func defaultSleepsThroughSignals(policy: SFBufReclaimPolicy) throws {
+    let (pool, o, held) = try fullWindow(policy)
     let got = Shared<UInt64?>(nil)
     let t = TestThread {
       let b = try! pool.allocate(o.page(1))
@@ -69,9 +71,9 @@ struct SleepTests {
     #expect(pool.stats.sf_allocfail == 0 && pool.stats.nsfbufsused == 0)
   }
 
-  @Test("async: cancellation interrupts an SFB_CATCH wait")
-  func asyncCancelInterrupts() async throws {
-    let (pool, o, held) = try fullWindow()
+  @Test("async: cancellation interrupts an SFB_CATCH wait", arguments: policies)
+  func asyncCancelInterrupts(policy: SFBufReclaimPolicy) async throws {
+    let (pool, o, held) = try fullWindow(policy)
     let task = Task { () async throws(SFBufError) -> UInt64 in
       let b = try await pool.allocate(o.page(1), flags: .interruptible)
       return readTag(b)
@@ -84,9 +86,10 @@ struct SleepTests {
     pool.sf_buf_free(held)
   }
 
-  @Test("async: without SFB_CATCH cancellation is ignored until a slot is free")
-  func asyncCancelIgnored() async throws {
-    let (pool, o, held) = try fullWindow()
+  @Test(
+    "async: without SFB_CATCH cancellation is ignored until a slot is free", arguments: policies)
+  func asyncCancelIgnored(policy: SFBufReclaimPolicy) async throws {
+    let (pool, o, held) = try fullWindow(policy)
     let task = Task { () async throws(SFBufError) -> UInt64 in
       let b = try await pool.allocate(o.page(1))
       return readTag(b)
@@ -99,9 +102,11 @@ struct SleepTests {
     #expect(try await task.value == tag(o, 1))
   }
 
-  @Test("sleepers, threads and tasks alike, are served in arrival order, one per free")
-  func fifo() async throws {
-    let (pool, o, held) = try fullWindow()
+  @Test(
+    "sleepers, threads and tasks alike, are served in arrival order, one per free",
+    arguments: policies)
+  func fifo(policy: SFBufReclaimPolicy) async throws {
+    let (pool, o, held) = try fullWindow(policy)
     let order = Shared<[Int]>([])
     var threads: [TestThread] = []
     var tasks: [Task<Void, Never>] = []
@@ -135,9 +140,11 @@ struct SleepTests {
     #expect(s.sf_allocwait == 6 && s.nsfbufsused == 0)
   }
 
-  @Test("two sleepers for one page share one slot after waking (no duplicate mapping)")
-  func noDuplicates() throws {
-    let pool = try SFBufPool(nsfbufs: 2)
+  @Test(
+    "two sleepers for one page share one slot after waking (no duplicate mapping)",
+    arguments: policies)
+  func noDuplicates(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 2, policy: policy)
     let o = try taggedAnonymous(pages: 4)
     let a = try #require(pool.sf_buf_alloc(o.page(0), SFB_DEFAULT))
     let b = try #require(pool.sf_buf_alloc(o.page(1), SFB_DEFAULT))

@@ -8,10 +8,11 @@ import Testing
 /// invariants must hold at the end. Bounded in operations and time.
 @Suite("Stress")
 struct StressTests {
-  @Test("random allocations from 6 threads keep every invariant", arguments: [4, 17])
-  func randomized(nsfbufs: Int) throws {
+  @Test(
+    "random allocations from 6 threads keep every invariant", arguments: [4, 17], policies)
+  func randomized(nsfbufs: Int, policy: SFBufReclaimPolicy) throws {
     installInterruptingHandler(SIGUSR1)
-    let pool = try SFBufPool(nsfbufs: nsfbufs)
+    let pool = try SFBufPool(nsfbufs: nsfbufs, policy: policy)
     let objects = try [taggedAnonymous(pages: 64), taggedFile(pages: 64)]
     let wrong = Shared(0)
     let completed = Shared(0)

@@ -8,9 +8,9 @@ import Testing
 /// The managed window's behaviour, step by step, with its counters (SPEC §3).
 @Suite("Window: cache, reuse order, counters")
 struct WindowTests {
-  @Test("hits do not remap; freed mappings are found again")
-  func hitsDoNotRemap() throws {
-    let pool = try SFBufPool(nsfbufs: 4)
+  @Test("hits do not remap; freed mappings are found again", arguments: policies)
+  func hitsDoNotRemap(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 4, policy: policy)
     let o = try taggedAnonymous(pages: 8)
     let first = try pool.allocate(o.page(3))
     let slot = first.slot
@@ -26,9 +26,11 @@ struct WindowTests {
     #expect(pool.mapCalls == 1)
   }
 
-  @Test("reuse order is least recently freed, and the window starts in address order")
-  func leastRecentlyFreed() throws {
-    let pool = try SFBufPool(nsfbufs: 4)
+  @Test(
+    "reuse order is least recently freed, and the window starts in address order",
+    arguments: policies)
+  func leastRecentlyFreed(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 4, policy: policy)
     let w = try #require(pool.window)
     #expect(w.freeList() == [0, 1, 2, 3])
     let o = try taggedAnonymous(pages: 16)
@@ -47,9 +49,9 @@ struct WindowTests {
     #expect(w.cachedSlot(of: o.page(4)) == 2)
   }
 
-  @Test("counters match SPEC §3.6 after a scripted sequence")
-  func scriptedCounters() throws {
-    let pool = try SFBufPool(nsfbufs: 3)
+  @Test("counters match SPEC §3.6 after a scripted sequence", arguments: policies)
+  func scriptedCounters(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 3, policy: policy)
     let o = try taggedAnonymous(pages: 8)
     let a = try pool.allocate(o.page(0))  // miss
     let a2 = try pool.allocate(o.page(0))  // hit on a used slot: still one slot used
@@ -83,9 +85,10 @@ struct WindowTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
-  @Test("SFB_NOWAIT on a full window: misses fail, hits succeed, failures count")
-  func noWaitFullWindow() throws {
-    let pool = try SFBufPool(nsfbufs: 2)
+  @Test(
+    "SFB_NOWAIT on a full window: misses fail, hits succeed, failures count", arguments: policies)
+  func noWaitFullWindow(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 2, policy: policy)
     let o = try taggedAnonymous(pages: 4)
     let a = try pool.allocate(o.page(0))
     let b = try pool.allocate(o.page(1))
@@ -100,9 +103,11 @@ struct WindowTests {
     _ = consume a
   }
 
-  @Test("a refused mapping (write-only file) leaves the slot in the pool, counters true")
-  func refusedWriteOnly() throws {
-    let pool = try SFBufPool(nsfbufs: 2)
+  @Test(
+    "a refused mapping (write-only file) leaves the slot in the pool, counters true",
+    arguments: policies)
+  func refusedWriteOnly(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 2, policy: policy)
     let readable = try taggedAnonymous(pages: 2)
     let cached = try pool.allocate(readable.page(0))
     let head = pool.window!.freeList().first!
@@ -123,9 +128,11 @@ struct WindowTests {
     #expect(readTag(x) == tag(readable, 0) && readTag(y) == tag(readable, 1))
   }
 
-  @Test("a refused mapping (closed object) loses nothing; cached mappings still hit")
-  func refusedClosedObject() throws {
-    let pool = try SFBufPool(nsfbufs: 2)
+  @Test(
+    "a refused mapping (closed object) loses nothing; cached mappings still hit",
+    arguments: policies)
+  func refusedClosedObject(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 2, policy: policy)
     let o = try taggedAnonymous(pages: 3)
     let cached = try pool.allocate(o.page(0))
     cached.free()
@@ -137,9 +144,9 @@ struct WindowTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
-  @Test("sf_buf_ref: a mapping split between owners stays until the last free")
-  func references() throws {
-    let pool = try SFBufPool(nsfbufs: 1)
+  @Test("sf_buf_ref: a mapping split between owners stays until the last free", arguments: policies)
+  func references(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 1, policy: policy)
     let o = try taggedAnonymous(pages: 2)
     let sf = try #require(pool.sf_buf_alloc(o.page(0), SFB_DEFAULT))
     pool.sf_buf_ref(sf)
@@ -151,9 +158,9 @@ struct WindowTests {
     #expect(pool.sf_buf_alloc(o.page(1), SFB_NOWAIT) != nil)
   }
 
-  @Test("a window is inaccessible where nothing is mapped")
-  func inaccessibleWhereUnmapped() throws {
-    let pool = try SFBufPool(nsfbufs: 4)
+  @Test("a window is inaccessible where nothing is mapped", arguments: policies)
+  func inaccessibleWhereUnmapped(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 4, policy: policy)
     let base = try #require(pool.window?.machine.base)
     // The whole reserved range is one PROT_NONE mapping while no slot maps a page.
     let maps = try readProcMaps()
