@@ -27,16 +27,18 @@
 
     /// Takes over `sfbufs`, mappings of consecutive wired pages of one object, and one wire
     /// of each page: all are released with the buffer.
-    /// - Precondition: `sfbufs` is not empty and maps consecutive pages of one object.
+    /// - Precondition: `sfbufs` is not empty and maps consecutive pages of one object (the
+    ///   ends are checked always, every page in debug builds).
     public init(pool: SFBufPool, sfbufs: [sf_buf]) {
       precondition(!sfbufs.isEmpty, "a network buffer holds at least one page")
       let first = sf_buf_page(sfbufs[0])
-      for (i, sf) in sfbufs.enumerated() {
-        let page = sf_buf_page(sf)
-        precondition(
-          page.index == first.index + i && page.object === first.object,
-          "a network buffer holds consecutive pages of one object")
-      }
+      let last = sf_buf_page(sfbufs[sfbufs.count - 1])
+      precondition(
+        last.object === first.object && last.index == first.index + sfbufs.count - 1,
+        "a network buffer holds consecutive pages of one object")
+      assert(
+        sfbufs.enumerated().allSatisfy { sf_buf_page($1) == first.object.page(first.index + $0) },
+        "a network buffer holds consecutive pages of one object")
       self.pool = pool
       self.sfbufs = sfbufs
     }

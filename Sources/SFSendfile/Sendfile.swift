@@ -313,7 +313,7 @@
         }
         mapRun((firstPage + 1)..<(firstPage + pages), &mapped)
       }
-      appendPages(NetBuffer(pool: pool, sfbufs: mapped))
+      appendPages(NetBuffer(pool: pool, sfbufs: mapped), firstPage: firstPage)
       return mapped.count
     }
 
@@ -328,12 +328,13 @@
       }
     }
 
-    /// Appends the pages of `buffer` to the chain, one segment per page carrying the part
-    /// of it the call sends; the last segment holds the buffer.
-    mutating func appendPages(_ buffer: NetBuffer) {
+    /// Appends the pages of `buffer` (pages `firstPage`, `firstPage + 1`, ...) to the chain,
+    /// one segment per page carrying the part of it the call sends; the last segment holds
+    /// the buffer.
+    mutating func appendPages(_ buffer: NetBuffer, firstPage: Int) {
       let last = buffer.sfbufs.count - 1
       for (i, sf) in buffer.sfbufs.enumerated() {
-        let pageStart = sf_buf_page(sf).offset
+        let pageStart = (firstPage + i) * vmPageSize
         let from = max(pos, pageStart)
         let to = min(end, pageStart + vmPageSize)
         append(
