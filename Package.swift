@@ -43,8 +43,13 @@ let package = Package(
     ),
     .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore"]),
     .testTarget(name: "SFBufSimTests", dependencies: ["SFBufSim", "SFBufCore"]),
-    .testTarget(name: "SFSendfileTests", dependencies: ["SFSendfile", "SFBufHost"]),
-    .testTarget(name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux"]),
+    // Threads, signals and bounded waits shared by the test targets.
+    .target(
+      name: "SFBufTestSupport", dependencies: ["CSFBufLinux"], path: "Tests/SFBufTestSupport"),
+    .testTarget(
+      name: "SFSendfileTests", dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport"]),
+    .testTarget(
+      name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux", "SFBufTestSupport"]),
   ],
   swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,4 @@
+import SFBufTestSupport
 import Testing
 
 @testable import SFBufHost

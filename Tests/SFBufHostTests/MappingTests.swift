@@ -1,5 +1,6 @@
 import Glibc
 import SFBufCore
+import SFBufTestSupport
 import SystemPackage
 import Testing
 

@@ -1,5 +1,6 @@
 import CSFBufLinux
 import SFBufCore
+import SFBufTestSupport
 import Testing
 
 @testable import SFBufHost

@@ -1,6 +1,7 @@
 import CSFBufLinux
 import Glibc
 import SFBufCore
+import SFBufTestSupport
 import Testing
 
 @testable import SFBufHost

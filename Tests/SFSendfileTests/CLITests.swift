@@ -1,4 +1,5 @@
 import Glibc
+import SFBufTestSupport
 import Testing
 
 @testable import SFSendfile

@@ -1,5 +1,6 @@
 import Glibc
 import SFBufHost
+import SFBufTestSupport
 import Testing
 
 @testable import SFSendfile

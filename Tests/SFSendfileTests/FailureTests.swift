@@ -2,6 +2,7 @@ import CSFBufLinux
 import Glibc
 import SFBufCore
 import SFBufHost
+import SFBufTestSupport
 import SystemPackage
 import Testing
 

@@ -2,6 +2,7 @@ import CSFBufLinux
 import Glibc
 import SFBufCore
 import SFBufHost
+import SFBufTestSupport
 import SystemPackage
 import Testing
 
@@ -67,14 +68,6 @@ func expected(_ f: TempFile, offset: Int, count: Int, headers: [UInt8] = [], tra
   let start = min(offset, f.bytes.count)
   let end = count == 0 ? f.bytes.count : min(offset + count, f.bytes.count)
   return headers + Array(f.bytes[start..<max(start, end)]) + trailers
-}
-
-func makeTempPath(_ prefix: String) -> String {
-  var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
-  let fd = mkstemp(&template)
-  precondition(fd >= 0)
-  close(fd)
-  return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// The contents of the file at `path`.
@@ -222,10 +215,10 @@ final class Peer {
   @discardableResult
   func wait(timeout: Double = 30) -> Int32 {
     reaped = true
-    let deadline = monotonicNow() + timeout
+    let deadline = monotonic() + timeout
     var status: Int32 = 0
     while waitpid(pid, &status, WNOHANG) == 0 {
-      if monotonicNow() > deadline {
+      if monotonic() > deadline {
         Issue.record("\(name) (pid \(pid)) did not finish in \(timeout) s; killed")
         kill(pid, SIGKILL)
         waitpid(pid, &status, 0)
@@ -252,83 +245,4 @@ extension Peer {
 enum PeerError: Error {
   case missing(String)
   case spawn(String, Int32)
-}
-
-// MARK: Threads and signals
-
-/// A thread running `body`, joinable, that receives SIGUSR1 (threads of the test runner
-/// block signals, and new threads inherit that mask).
-final class TestThread: @unchecked Sendable {
-  private var thread = pthread_t()
-  private let body: @Sendable () -> Void
-  private let doneFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
-
-  init(_ body: @escaping @Sendable () -> Void) {
-    self.body = body
-    doneFlag.initialize(to: 0)
-    let r = pthread_create(
-      &thread, nil,
-      { arg in
-        let t = Unmanaged<TestThread>.fromOpaque(arg!).takeRetainedValue()
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGUSR1)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        t.body()
-        sfb_store_u32(t.doneFlag, 1)
-        return nil
-      }, Unmanaged.passRetained(self).toOpaque())
-    precondition(r == 0)
-  }
-
-  var isDone: Bool { sfb_load_u32(doneFlag) != 0 }
-  func signal(_ sig: Int32) { pthread_kill(thread, sig) }
-  func join() { pthread_join(thread, nil) }
-}
-
-/// A value shared between threads under a lock.
-final class Shared<T>: @unchecked Sendable {
-  private var value: T
-  private var mutex = pthread_mutex_t()
-  init(_ v: T) {
-    value = v
-    pthread_mutex_init(&mutex, nil)
-  }
-  func with<R>(_ body: (inout T) -> R) -> R {
-    pthread_mutex_lock(&mutex)
-    defer { pthread_mutex_unlock(&mutex) }
-    return body(&value)
-  }
-  var get: T { with { $0 } }
-}
-
-/// Installs a do-nothing handler for `sig` without SA_RESTART, so a sleep or a blocking call
-/// in progress returns EINTR, as the kernel's PCATCH sleeps expect.
-func installInterruptingHandler(_ sig: Int32) {
-  var sa = sigaction()
-  sa.__sigaction_handler.sa_handler = { _ in }
-  sigemptyset(&sa.sa_mask)
-  sa.sa_flags = 0
-  precondition(sigaction(sig, &sa, nil) == 0)
-}
-
-/// Waits, at most `seconds`, until `cond` holds, without blocking a thread of the
-/// cooperative pool; returns whether it did.
-func waitUntilAsync(seconds: Double = 10, _ cond: () -> Bool) async -> Bool {
-  let deadline = monotonicNow() + seconds
-  while monotonicNow() < deadline {
-    if cond() { return true }
-    try? await Task.sleep(nanoseconds: 1_000_000)
-  }
-  return cond()
-}
-
-/// Waits, at most `seconds`, until `cond` holds; returns whether it did.
-func waitUntil(seconds: Double = 10, _ cond: () -> Bool) -> Bool {
-  let deadline = monotonicNow() + seconds
-  while monotonicNow() < deadline {
-    if cond() { return true }
-    usleep(1000)
-  }
-  return cond()
 }

@@ -1,0 +1,104 @@
+// What the test targets share: real threads that can be signalled, a locked shared value,
+// bounded waits, temporary paths, and an interrupting signal handler.
+
+import CSFBufLinux
+import Glibc
+
+/// A thread running `body`, joinable, that receives SIGUSR1: the test runner's worker
+/// threads block signals, and a new thread inherits its creator's mask.
+public final class TestThread: @unchecked Sendable {
+  private var thread = pthread_t()
+  private let body: @Sendable () -> Void
+  private let doneFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+
+  /// Starts the thread.
+  public init(_ body: @escaping @Sendable () -> Void) {
+    self.body = body
+    doneFlag.initialize(to: 0)
+    let r = pthread_create(
+      &thread, nil,
+      { arg in
+        let t = Unmanaged<TestThread>.fromOpaque(arg!).takeRetainedValue()
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGUSR1)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        t.body()
+        sfb_store_u32(t.doneFlag, 1)
+        return nil
+      }, Unmanaged.passRetained(self).toOpaque())
+    precondition(r == 0, "pthread_create failed: \(r)")
+  }
+
+  /// Whether `body` has returned.
+  public var isDone: Bool { sfb_load_u32(doneFlag) != 0 }
+  /// Sends `sig` to the thread (`pthread_kill`).
+  public func signal(_ sig: Int32) { pthread_kill(thread, sig) }
+  /// Waits for the thread to end (`pthread_join`).
+  public func join() { pthread_join(thread, nil) }
+}
+
+/// A value shared between threads under a lock.
+public final class Shared<T>: @unchecked Sendable {
+  private var value: T
+  private var mutex = pthread_mutex_t()
+  public init(_ v: T) {
+    value = v
+    pthread_mutex_init(&mutex, nil)
+  }
+  /// Runs `body` on the value with the lock held.
+  public func with<R>(_ body: (inout T) -> R) -> R {
+    pthread_mutex_lock(&mutex)
+    defer { pthread_mutex_unlock(&mutex) }
+    return body(&value)
+  }
+  /// A copy of the value.
+  public var get: T { with { $0 } }
+}
+
+/// Installs a do-nothing handler for `sig` without SA_RESTART, so that a blocking system
+/// call in progress returns EINTR, as the kernel's PCATCH sleeps expect.
+public func installInterruptingHandler(_ sig: Int32) {
+  var sa = sigaction()
+  sa.__sigaction_handler.sa_handler = { _ in }
+  sigemptyset(&sa.sa_mask)
+  sa.sa_flags = 0
+  precondition(sigaction(sig, &sa, nil) == 0)
+}
+
+/// Monotonic time in seconds.
+public func monotonic() -> Double {
+  var ts = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &ts)
+  return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Waits, at most `seconds`, until `cond` holds; returns whether it did.
+public func waitUntil(seconds: Double = 10, _ cond: () -> Bool) -> Bool {
+  let deadline = monotonic() + seconds
+  while monotonic() < deadline {
+    if cond() { return true }
+    usleep(1000)
+  }
+  return cond()
+}
+
+/// Waits, at most `seconds`, until `cond` holds, without blocking a thread of the
+/// cooperative pool; returns whether it did.
+public func waitUntilAsync(seconds: Double = 10, _ cond: () -> Bool) async -> Bool {
+  let deadline = monotonic() + seconds
+  while monotonic() < deadline {
+    if cond() { return true }
+    try? await Task.sleep(nanoseconds: 1_000_000)
+  }
+  return cond()
+}
+
+/// A new, empty file `/tmp/<prefix>-XXXXXX` (mkstemp); returns its path.
+public func makeTempPath(_ prefix: String) -> String {
+  var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+  let fd = mkstemp(&template)
+  precondition(fd >= 0, "mkstemp failed: \(errno)")
+  close(fd)
+  return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
