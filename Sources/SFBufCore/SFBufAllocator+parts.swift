@@ -77,8 +77,10 @@ extension SFBufAllocator {
   /// Without the lock: a hit on a slot in use. Finds `page` in the hash by its key, takes a
   /// reference if the slot has one already, and checks the page once the reference is held
   /// (the slot may have been recycled meanwhile). Returns the slot, or -1 when the locked
-  /// path must decide (not found, free, or the check failed).
-  @inlinable func referenceIfInUse(_ page: Page) -> Int32 {
+  /// path must decide (not found, free, or the check failed). When the failed check's
+  /// reference turns out to be the slot's last, the slot goes free here and `usedDelta`
+  /// counts it (-1).
+  @inlinable func referenceIfInUse(_ page: Page, _ usedDelta: inout Int) -> Int32 {
     let key = page.hashKey
     var s = buckets[bucket(key)].load(ordering: .acquiring)
     var steps = 0
@@ -96,7 +98,7 @@ extension SFBufAllocator {
             if slots[Int(s)].page == page { return s }
             if !dropReferenceIfNotLast(s, hit: true) {
               machine.lock()
-              dropReferenceLocked(s, hit: true)
+              if dropReferenceLocked(s, hit: true) { usedDelta -= 1 }
               machine.unlock()
             }
             return -1

@@ -135,20 +135,23 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   ``SFBufError/mappingRefused(errno:)``.
   @inlinable
   public func allocate(_ page: Page, flags: SFBufFlags = []) throws(SFBufError) -> Int {
-    var activated = false
-    return try allocate(page, flags: flags, activated: &activated)
+    var usedDelta = 0
+    return try allocate(page, flags: flags, usedDelta: &usedDelta)
   }
 
-  /// ``allocate(_:flags:)``, also telling whether the slot went from free to in use
-  /// (`activated`: a miss, or a hit on a free slot), which is when ``free(_:)`` will later
-  /// return `true`. Callers that keep something alive per slot in use use it.
+  /// ``allocate(_:flags:)``, also adding to `usedDelta` the change the call made to the
+  /// number of slots in use, returned or not, thrown or not: +1 when the slot went from free
+  /// to in use (a miss, or a hit on a free slot); -1 when a hit without the lock raced with
+  /// a recycling and dropped the last reference of the slot it had looked at. Each slot
+  /// going from free to in use is later matched by one ``free(_:)`` returning `true`, or by
+  /// such a -1. Callers that keep something alive per slot in use use it.
   @inlinable
-  public func allocate(_ page: Page, flags: SFBufFlags = [], activated: inout Bool)
+  public func allocate(_ page: Page, flags: SFBufFlags = [], usedDelta: inout Int)
     throws(SFBufError) -> Int
   {
     checkCaller(page, flags)
     if !Machine.tracksTLBs {
-      let s = referenceIfInUse(page)
+      let s = referenceIfInUse(page, &usedDelta)
       if s >= 0 { return Int(s) }
     }
     var waiter: Waiter? = nil
@@ -156,7 +159,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     while true {
       let slot: Int?
       do {
-        slot = try attempt(page, flags, &waiter, &activated)
+        slot = try attempt(page, flags, &waiter, &usedDelta)
       } catch {
         machine.unlock()
         throw error
@@ -182,20 +185,20 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   public func tryAllocate(
     _ page: Page, flags: SFBufFlags, waiter: inout Waiter?
   ) throws(SFBufError) -> Int? {
-    var activated = false
-    return try tryAllocate(page, flags: flags, waiter: &waiter, activated: &activated)
+    var usedDelta = 0
+    return try tryAllocate(page, flags: flags, waiter: &waiter, usedDelta: &usedDelta)
   }
 
-  /// ``tryAllocate(_:flags:waiter:)``, also telling whether the slot went from free to in
-  /// use (see ``allocate(_:flags:activated:)``).
+  /// ``tryAllocate(_:flags:waiter:)``, also adding to `usedDelta` the change it made to the
+  /// number of slots in use (see ``allocate(_:flags:usedDelta:)``).
   @inlinable
   public func tryAllocate(
-    _ page: Page, flags: SFBufFlags, waiter: inout Waiter?, activated: inout Bool
+    _ page: Page, flags: SFBufFlags, waiter: inout Waiter?, usedDelta: inout Int
   ) throws(SFBufError) -> Int? {
     checkCaller(page, flags)
     machine.lock()
     defer { machine.unlock() }
-    return try attempt(page, flags, &waiter, &activated)
+    return try attempt(page, flags, &waiter, &usedDelta)
   }
 
   /// Gives up a wait begun by ``tryAllocate(_:flags:waiter:)``: leaves the queue, passes on
@@ -210,7 +213,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// queued.
   @inlinable
   func attempt(
-    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ activated: inout Bool
+    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ usedDelta: inout Int
   ) throws(SFBufError) -> Int? {
     var wasWoken = false
     if let w = waiter, w.state == .woken {
@@ -222,7 +225,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     // 1. Lookup first, after every wake-up too: a hit never fails.
     let cached = lookup(page)
     if cached >= 0 {
-      activated = referenceLocked(cached)
+      if referenceLocked(cached) { usedDelta += 1 }
       book.pointee.counters.hits &+= 1
       applyCPURules(Int(cached), flags, hit: true)
       if wasWoken { wakeWaiters() }
@@ -241,7 +244,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         wakeWaiters()
         throw error
       }
-      activated = true
+      usedDelta += 1
       if wasWoken { wakeWaiters() }
       return Int(s)
     }

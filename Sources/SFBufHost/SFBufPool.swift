@@ -108,13 +108,13 @@
     @inlinable
     public func allocate(_ page: VMPage, flags: Flags = []) throws(SFBufError) -> SFBuf {
       guard let window = hotWindow else { return try directAllocate(page) }
-      var activated = false
-      let slot = try window._withUnsafeGuaranteedRef {
-        w -> Result<Int, SFBufError> in
-        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, activated: &activated)
+      var usedDelta = 0
+      let result = window._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
+        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, usedDelta: &usedDelta)
         }
-      }.get()
-      if activated { retainForSlot() }
+      }
+      balanceSlotRetains(usedDelta)
+      let slot = try result.get()
       return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
     }
 
@@ -122,6 +122,17 @@
     /// one release when it goes back (``releaseSlot(_:)``). Hits on a slot in use, and their
     /// frees, touch no shared reference count.
     @inlinable func retainForSlot() { _ = Unmanaged.passUnretained(self).retain() }
+
+    /// Takes or drops the slots' retains after an allocation changed the number of slots in
+    /// use by `usedDelta` (see `SFBufAllocator.allocate(_:flags:usedDelta:)`). The caller
+    /// holds the pool, so a release here is never the last.
+    @inlinable func balanceSlotRetains(_ usedDelta: Int) {
+      if usedDelta > 0 {
+        for _ in 0..<usedDelta { retainForSlot() }
+      } else if usedDelta < 0 {
+        for _ in 0..<(-usedDelta) { Unmanaged.passUnretained(self).release() }
+      }
+    }
 
     /// Maps `page`, suspending the task while the window is full (`sf_buf_alloc` for tasks).
     ///
@@ -132,11 +143,12 @@
       guard let window else { return try directAllocate(page) }
       var waiter: Window.Waiter? = nil
       while true {
-        var activated = false
-        if let slot = try window.tryAllocate(
-          page, flags: flags, waiter: &waiter, activated: &activated)
-        {
-          if activated { retainForSlot() }
+        var usedDelta = 0
+        let result = Result { () throws(SFBufError) in
+          try window.tryAllocate(page, flags: flags, waiter: &waiter, usedDelta: &usedDelta)
+        }
+        balanceSlotRetains(usedDelta)
+        if let slot = try result.get() {
           return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
         }
         let woke = await waiter!.sleeper.sleepAsync(
@@ -150,8 +162,8 @@
 
     /// Maps `page` for the duration of `body`, which receives the page's bytes.
     ///
-    /// The cheapest way to use a mapping: no handle, so nothing is retained; a direct map
-    /// costs a few loads, a window hit the hash lookup and its reference.
+    /// The cheapest way to use a mapping: no handle; a direct map costs a few loads, a window
+    /// hit on a mapping in use the hash lookup and its reference.
     /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws.
     @inlinable
     public func withMapping<R>(
@@ -161,11 +173,17 @@
         return try body(
           UnsafeMutableRawBufferPointer(start: try directAddress(page), count: vmPageSize))
       }
-      let slot = try window._withUnsafeGuaranteedRef {
-        w -> Result<Int, SFBufError> in
-        Result { () throws(SFBufError) in try w.allocate(page, flags: flags) }
-      }.get()
-      defer { window._withUnsafeGuaranteedRef { $0.free(slot) } }
+      // The slot may be shared with handles, which count on the pool's per-slot retain:
+      // take and drop it here like they do (the caller holds the pool, so a release here is
+      // never the last one).
+      var usedDelta = 0
+      let result = window._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
+        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, usedDelta: &usedDelta)
+        }
+      }
+      balanceSlotRetains(usedDelta)
+      let slot = try result.get()
+      defer { if releaseSlot(slot) { Unmanaged.passUnretained(self).release() } }
       return try body(
         UnsafeMutableRawBufferPointer(start: base! + slot * vmPageSize, count: vmPageSize))
     }
