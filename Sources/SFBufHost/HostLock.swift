@@ -1,7 +1,7 @@
 #if os(Linux)
   import Glibc
 
-  /// A `pthread_mutex_t` at a stable address: the pool lock and the small locks of the host
+  /// A `pthread_mutex_t` at a stable address: the small locks of the host
   /// layer. `lock()` and `unlock()` pair up like the kernel's `mtx_lock` / `mtx_unlock`.
   @usableFromInline
   final class HostLock: @unchecked Sendable {

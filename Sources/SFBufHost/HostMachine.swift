@@ -1,5 +1,5 @@
 // The Linux host as an sf_buf machine: a reserved window of address space, `mmap` for
-// `pmap_qenter`, a pthread mutex for `sf_buf_lock`, futexes for sleeping.
+// `pmap_qenter`, a futex lock for `sf_buf_lock`, futexes for sleeping.
 
 #if os(Linux)
   import CSFBufLinux
