@@ -434,6 +434,15 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     return c
   }
 
+  /// Free slots that a miss could take now: those not promised to woken sleepers.
+  ///
+  /// - Complexity: O(1), with the lock.
+  public var freeSlots: Int {
+    machine.lock()
+    defer { machine.unlock() }
+    return book.pointee.freeCount - book.pointee.reserved
+  }
+
   /// Sleepers now queued (not yet woken).
   public var sleepers: Int {
     machine.lock()

@@ -72,6 +72,13 @@
     /// Whether this pool is a direct map.
     public var isDirectMap: Bool { window == nil }
 
+    /// The window's slots (0 for a direct map).
+    public var nsfbufs: Int { window?.nsfbufs ?? 0 }
+
+    /// Free window slots that an allocation could take now without sleeping (0 for a direct
+    /// map, which has no slots and never sleeps). O(1), unlike ``stats``.
+    public var freeSlots: Int { window?.freeSlots ?? 0 }
+
     /// The counters (all zero for a direct map, which counts nothing).
     public var stats: SFBufStats { window?.stats ?? SFBufStats() }
 

@@ -93,11 +93,6 @@
     return try call.run()
   }
 
-  extension SFBufStats {
-    /// Slots with no reference now.
-    var freeSlots: Int { nsfbufs - nsfbufsused }
-  }
-
   /// One sendfile call in progress: where it is in the file, what it has queued, the pages
   /// it has wired ahead, and the chain being sent (segments of headers, pages and trailers,
   /// each with what holds it; adjacent segments whose bytes are adjacent in memory go out as
@@ -170,7 +165,7 @@
       pos = offset
       nonBlocking = socket.isNonBlocking
       zeroCopy = socket.zc.withLock { $0.enabled }
-      let windowShare = pool.isDirectMap ? Int.max : max(1, pool.stats.nsfbufs / 2)
+      let windowShare = pool.isDirectMap ? Int.max : max(1, pool.nsfbufs / 2)
       chainPages = min(max(hooks.chainPages, 1), windowShare, Int(sfb_iov_max()) - 2)
       iov = .allocate(capacity: chainPages + 2)
       segments.reserveCapacity(chainPages + 2)
@@ -301,7 +296,7 @@
     mutating func mapChain(_ firstPage: Int, _ pages: Int) throws(SendfileError) -> Int {
       var mapped: [sf_buf] = []
       mapped.reserveCapacity(pages)
-      if pool.isDirectMap || pages > 1 && pool.stats.freeSlots >= pages {
+      if pool.isDirectMap || pages > 1 && pool.freeSlots >= pages {
         mapRun(firstPage..<(firstPage + pages), &mapped)
       }
       if mapped.isEmpty {

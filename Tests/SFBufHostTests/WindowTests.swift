@@ -183,3 +183,24 @@ func readProcMaps() throws -> [String] {
   }
   return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
 }
+
+@Suite("Free slot count")
+struct FreeSlotTests {
+  @Test("freeSlots follows allocations and frees; a direct map has none")
+  func freeSlots() throws {
+    let pool = try SFBufPool(nsfbufs: 3)
+    let o = try taggedAnonymous(pages: 4)
+    #expect(pool.freeSlots == 3 && pool.nsfbufs == 3)
+    let a = try pool.allocate(o.page(0))
+    let b = try pool.allocate(o.page(1))
+    #expect(pool.freeSlots == 1)
+    let again = try pool.allocate(o.page(0))  // a hit on a slot in use takes no free slot
+    #expect(pool.freeSlots == 1)
+    _ = consume again
+    _ = consume a
+    #expect(pool.freeSlots == 2)
+    _ = consume b
+    #expect(pool.freeSlots == 3)
+    #expect(SFBufPool.directMap().freeSlots == 0)
+  }
+}
