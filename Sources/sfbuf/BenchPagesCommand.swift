@@ -293,6 +293,9 @@ final class PageBench: @unchecked Sendable {
   {
     var acc: UInt64 = 0
     var calls = 0
+    // A local copy: reading `self.object` in the loop would retain and release the object
+    // on every page, one reference count that both threads would bounce between the cores.
+    let object = self.object
     let fd = object.fileDescriptor
     let whole = w == .seq
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: 64)
