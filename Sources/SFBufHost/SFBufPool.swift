@@ -115,13 +115,7 @@
     @inlinable
     public func allocate(_ page: VMPage, flags: Flags = []) throws(SFBufError) -> SFBuf {
       guard let window = hotWindow else { return try directAllocate(page) }
-      var usedDelta = 0
-      let result = window._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
-        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, usedDelta: &usedDelta)
-        }
-      }
-      balanceSlotRetains(usedDelta)
-      let slot = try result.get()
+      let slot = try allocateSlot(window, page, flags)
       return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
     }
 
@@ -129,6 +123,28 @@
     /// one release when it goes back (``releaseSlot(_:)``). Hits on a slot in use, and their
     /// frees, touch no shared reference count.
     @inlinable func retainForSlot() { _ = Unmanaged.passUnretained(self).retain() }
+
+    /// One window allocation, with the pool's per-slot retains kept in step (see
+    /// ``balanceSlotRetains(_:)``), whether it returns or throws.
+    @inlinable
+    func allocateSlot(_ window: Unmanaged<Window>, _ page: VMPage, _ flags: Flags)
+      throws(SFBufError) -> Int
+    {
+      var usedDelta = 0
+      let result = window._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
+        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, usedDelta: &usedDelta)
+        }
+      }
+      balanceSlotRetains(usedDelta)
+      return try result.get()
+    }
+
+    /// Drops one reference of a window slot (nothing for a direct map's -1); the last one
+    /// releases that slot's retain of the pool. The caller holds the pool, so that release
+    /// is never the last one.
+    @inlinable func freeSlot(_ slot: Int) {
+      if releaseSlot(slot) { Unmanaged.passUnretained(self).release() }
+    }
 
     /// Takes or drops the slots' retains after an allocation changed the number of slots in
     /// use by `usedDelta` (see `SFBufAllocator.allocate(_:flags:usedDelta:)`). The caller
@@ -181,16 +197,9 @@
           UnsafeMutableRawBufferPointer(start: try directAddress(page), count: vmPageSize))
       }
       // The slot may be shared with handles, which count on the pool's per-slot retain:
-      // take and drop it here like they do (the caller holds the pool, so a release here is
-      // never the last one).
-      var usedDelta = 0
-      let result = window._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
-        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, usedDelta: &usedDelta)
-        }
-      }
-      balanceSlotRetains(usedDelta)
-      let slot = try result.get()
-      defer { if releaseSlot(slot) { Unmanaged.passUnretained(self).release() } }
+      // take and drop it here like they do.
+      let slot = try allocateSlot(window, page, flags)
+      defer { freeSlot(slot) }
       return try body(
         UnsafeMutableRawBufferPointer(start: base! + slot * vmPageSize, count: vmPageSize))
     }
@@ -225,7 +234,7 @@
       defer {
         // `body` threw: free the mappings it never received.
         while i < pages.count {
-          if window.free(first + i) { Unmanaged.passUnretained(self).release() }
+          freeSlot(first + i)
           i += 1
         }
       }

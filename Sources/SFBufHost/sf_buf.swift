@@ -73,7 +73,7 @@
     /// cached). Never unwires the page.
     @inlinable public func sf_buf_free(_ sf: sf_buf) {
       checkOwn(sf, "sf_buf_free")
-      if releaseSlot(sf.slot) { Unmanaged.passUnretained(self).release() }
+      freeSlot(sf.slot)
     }
 
     /// `sf_buf_ref(sf)`: adds a reference to a mapping in use.

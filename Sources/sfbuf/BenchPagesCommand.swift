@@ -363,25 +363,25 @@ final class PageBench: @unchecked Sendable {
       "sfbuf bench: window of \(nsfbufs) slots, batch \(batch), runs of \(runLength) pages,"
         + " object of \(pages) pages, \(trialCount) trials per cell, \(Int(sfbCPUs())) CPUs")
     print(
-      benchPad("workload", 9) + benchPad("thr", 4) + benchPad("peer", 9) + benchLPad("ns/page", 9)
-        + benchLPad("min", 8)
-        + benchLPad("max", 8) + benchLPad("hit%", 7) + benchLPad("maps/pg", 9)
-        + benchLPad("tlb/pg", 8)
-        + benchLPad("tlb/miss", 9) + benchLPad("allocs", 7) + benchLPad("xdirect", 9)
-        + benchLPad("xpread", 8))
+      padRight("workload", 9) + padRight("thr", 4) + padRight("peer", 9) + padLeft("ns/page", 9)
+        + padLeft("min", 8)
+        + padLeft("max", 8) + padLeft("hit%", 7) + padLeft("maps/pg", 9)
+        + padLeft("tlb/pg", 8)
+        + padLeft("tlb/miss", 9) + padLeft("allocs", 7) + padLeft("xdirect", 9)
+        + padLeft("xpread", 8))
     for (c, vd, vp) in table(cells) {
       let v = c.nsPerPage
       print(
-        benchPad(c.workload.rawValue, 9) + benchPad(String(c.threads), 4)
-          + benchPad(c.peer.rawValue, 9)
-          + benchLPad(fmt(c.median, 1), 9) + benchLPad(fmt(v.first ?? .nan, 1), 8)
-          + benchLPad(fmt(v.last ?? .nan, 1), 8)
-          + benchLPad(c.hitRate.map { fmt($0 * 100, 1) } ?? "-", 7)
-          + benchLPad(fmt(c.mapCallsPerPage, 3), 9)
-          + benchLPad(c.shootdownsPerPage.map { fmt($0, 3) } ?? "n/a", 8)
-          + benchLPad(c.shootdownsPerMiss.map { fmt($0, 3) } ?? (tlb ? "-" : "n/a"), 9)
-          + benchLPad("n/a", 7) + benchLPad(fmt(vd, 2), 9)
-          + benchLPad(fmt(vp, 2), 8))
+        padRight(c.workload.rawValue, 9) + padRight(String(c.threads), 4)
+          + padRight(c.peer.rawValue, 9)
+          + padLeft(fmt(c.median, 1), 9) + padLeft(fmt(v.first ?? .nan, 1), 8)
+          + padLeft(fmt(v.last ?? .nan, 1), 8)
+          + padLeft(c.hitRate.map { fmt($0 * 100, 1) } ?? "-", 7)
+          + padLeft(fmt(c.mapCallsPerPage, 3), 9)
+          + padLeft(c.shootdownsPerPage.map { fmt($0, 3) } ?? "n/a", 8)
+          + padLeft(c.shootdownsPerMiss.map { fmt($0, 3) } ?? (tlb ? "-" : "n/a"), 9)
+          + padLeft("n/a", 7) + padLeft(fmt(vd, 2), 9)
+          + padLeft(fmt(vp, 2), 8))
     }
     print("ns/page: median of the trials (per thread with 2 threads); x: median over the")
     print("direct map's / pread's in the same row group; tlb: TLB shootdown interrupts.")
@@ -422,13 +422,6 @@ final class PageBench: @unchecked Sendable {
 }
 
 func sfbCPUs() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
-
-func benchPad(_ s: String, _ n: Int) -> String {
-  s + String(repeating: " ", count: max(0, n - s.count))
-}
-func benchLPad(_ s: String, _ n: Int) -> String {
-  String(repeating: " ", count: max(0, n - s.count)) + s
-}
 
 /// The sum over CPUs of the `TLB:` line of /proc/interrupts, or nil without it.
 func tlbShootdowns() -> Int? {

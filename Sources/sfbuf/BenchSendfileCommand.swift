@@ -151,17 +151,17 @@ struct BenchSendfileCommand: ParsableCommand {
         + " draining into a 1 MiB buffer\(pinned ? " (sender on CPU 0, reader on CPU 1)" : "");"
         + " \(reps) interleaved repetitions after a warm-up; GB/s = 1e9 bytes/s")
     print(
-      pad("method", 22) + lpad("median", 8) + lpad("min", 8) + lpad("max", 8)
-        + lpad("/mmap+wr", 10) + lpad("/pread+wr", 10) + lpad("/kernel", 9))
+      padRight("method", 22) + padLeft("median", 8) + padLeft("min", 8) + padLeft("max", 8)
+        + padLeft("/mmap+wr", 10) + padLeft("/pread+wr", 10) + padLeft("/kernel", 9))
     for m in Self.methods {
       let v = runs[m]!
       let med = medians[m]!
       print(
-        pad(Self.labels[m]! + (m == "sfbuf_window" ? " \(nsfbufs)" : ""), 22)
-          + lpad(fmt(med), 8) + lpad(fmt(v.min()!), 8) + lpad(fmt(v.max()!), 8)
-          + lpad(fmt(med / medians["mmap_write"]!), 10)
-          + lpad(fmt(med / medians["pread_write"]!), 10)
-          + lpad(fmt(med / medians["kernel_sendfile"]!), 9))
+        padRight(Self.labels[m]! + (m == "sfbuf_window" ? " \(nsfbufs)" : ""), 22)
+          + padLeft(fmt(med), 8) + padLeft(fmt(v.min()!), 8) + padLeft(fmt(v.max()!), 8)
+          + padLeft(fmt(med / medians["mmap_write"]!), 10)
+          + padLeft(fmt(med / medians["pread_write"]!), 10)
+          + padLeft(fmt(med / medians["kernel_sendfile"]!), 9))
     }
     print(
       "targets: >= 0.95x write from mmap, >= 1.0x pread+write. window: "
@@ -406,12 +406,4 @@ func describe(_ bytes: Int) -> String {
 func median(_ v: [Double]) -> Double {
   let s = v.sorted()
   return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-}
-
-private func pad(_ s: String, _ n: Int) -> String {
-  s.count >= n ? s : s + String(repeating: " ", count: n - s.count)
-}
-
-private func lpad(_ s: String, _ n: Int) -> String {
-  s.count >= n ? s : String(repeating: " ", count: n - s.count) + s
 }

@@ -86,3 +86,13 @@ func fmt(_ x: Double, _ digits: Int = 2) -> String {
   }
   return s
 }
+
+/// `s` followed by spaces up to `width` characters.
+func padRight(_ s: String, _ width: Int) -> String {
+  s + String(repeating: " ", count: max(0, width - s.count))
+}
+
+/// `s` preceded by spaces up to `width` characters.
+func padLeft(_ s: String, _ width: Int) -> String {
+  String(repeating: " ", count: max(0, width - s.count)) + s
+}

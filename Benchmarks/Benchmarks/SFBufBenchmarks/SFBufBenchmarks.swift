@@ -22,7 +22,9 @@ import SFBufHost
 /// No allocation at all: checked by `thresholds check` against `Thresholds/`.
 var noAllocations: [BenchmarkMetric: BenchmarkThresholds] {
   [
-  .mallocCountTotal: BenchmarkThresholds(absolute: [.p0: 0, .p25: 0, .p50: 0, .p75: 0, .p90: 0, .p99: 0, .p100: 0])
+    .mallocCountTotal: BenchmarkThresholds(absolute: [
+      .p0: 0, .p25: 0, .p50: 0, .p75: 0, .p90: 0, .p99: 0, .p100: 0,
+    ])
   ]
 }
 
@@ -47,59 +49,38 @@ let benchmarks: @Sendable () -> Void = {
   try! direct.allocate(inUse).free()
   _ = keeper
 
-  Benchmark(
-    "HitInUse",
-    configuration: .init(thresholds: noAllocations)
-  ) { benchmark in
-    for _ in benchmark.scaledIterations {
-      let b = try! window.allocate(inUse)
-      blackHole(b.address.load(as: UInt64.self))
-      b.free()
+  // Through a handle: allocate, read a word through its address, free.
+  func handle(_ name: String, _ pool: SFBufPool, _ page: VMPage) {
+    Benchmark(name, configuration: .init(thresholds: noAllocations)) { benchmark in
+      for _ in benchmark.scaledIterations {
+        let b = try! pool.allocate(page)
+        blackHole(b.address.load(as: UInt64.self))
+        b.free()
+      }
     }
   }
-  Benchmark(
-    "HitFreeCached",
-    configuration: .init(thresholds: noAllocations)
-  ) { benchmark in
-    for _ in benchmark.scaledIterations {
-      let b = try! window.allocate(free)
-      blackHole(b.address.load(as: UInt64.self))
-      b.free()
+  // Scoped: withMapping, reading a word, no handle.
+  func scoped(_ name: String, _ pool: SFBufPool, _ page: VMPage) {
+    Benchmark(name, configuration: .init(thresholds: noAllocations)) { benchmark in
+      for _ in benchmark.scaledIterations {
+        blackHole(try! pool.withMapping(of: page) { $0.load(as: UInt64.self) })
+      }
     }
   }
-  Benchmark(
-    "HitInUseScoped",
-    configuration: .init(thresholds: noAllocations)
-  ) { benchmark in
-    for _ in benchmark.scaledIterations {
-      blackHole(try! window.withMapping(of: inUse) { $0.load(as: UInt64.self) })
-    }
-  }
-  Benchmark(
-    "DirectMap",
-    configuration: .init(thresholds: noAllocations)
-  ) { benchmark in
-    for _ in benchmark.scaledIterations {
-      let b = try! direct.allocate(inUse)
-      blackHole(b.address.load(as: UInt64.self))
-      b.free()
-    }
-  }
-  Benchmark(
-    "DirectMapScoped",
-    configuration: .init(thresholds: noAllocations)
-  ) { benchmark in
-    for _ in benchmark.scaledIterations {
-      blackHole(try! direct.withMapping(of: inUse) { $0.load(as: UInt64.self) })
-    }
-  }
+  handle("HitInUse", window, inUse)
+  handle("HitFreeCached", window, free)
+  scoped("HitInUseScoped", window, inUse)
+  handle("DirectMap", direct, inUse)
+  scoped("DirectMapScoped", direct, inUse)
 
   // Misses: a window of 64 slots cycling over 256 pages, so every allocation remaps the least
   // recently freed slot (whose page is present) and touches the page; against the bare
   // system call doing the same to one fixed page of address space.
   let missConfiguration = Benchmark.Configuration(
     scalingFactor: .one, maxDuration: .seconds(1), maxIterations: 20_000)
-  for (name, policy) in [("Faithful", SFBufReclaimPolicy.faithful), ("Batched", .batched(batch: 16))] {
+  for (name, policy) in [
+    ("Faithful", SFBufReclaimPolicy.faithful), ("Batched", .batched(batch: 16)),
+  ] {
     let pool = try! SFBufPool(nsfbufs: 64, policy: policy)
     var next = 0
     Benchmark("Miss\(name)", configuration: missConfiguration) {
