@@ -41,7 +41,7 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]
     ),
-    .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore"]),
+    .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore", "SFBufTestSupport"]),
     .testTarget(name: "SFBufSimTests", dependencies: ["SFBufSim", "SFBufCore"]),
     // Threads, signals and bounded waits shared by the test targets.
     .target(

@@ -102,7 +102,8 @@ public protocol SFBufMachine: AnyObject {
 
   // MARK: Mapping
 
-  /// Makes `slot` map `page` (`pmap_qenter`), replacing whatever it mapped. *Locked.*
+  /// Makes `slot` map `page` (`pmap_qenter`), replacing whatever it mapped. *Locked*, unless
+  /// the machine ``mapsConcurrently``.
   ///
   /// - Returns: whether the slot's previous translation was valid **and** had been used
   ///   (accessed bit set), that is, whether some TLB may still hold it.
@@ -154,6 +155,12 @@ public protocol SFBufMachine: AnyObject {
   /// Whether ``map(run:count:slot:)`` maps runs of consecutive pages with one call.
   static var mapsRuns: Bool { get }
 
+  /// Whether ``map(_:slot:)`` may be called *without* the lock, by several threads at once
+  /// (each for a slot of its own), while other threads hold the lock. The batched policy
+  /// then maps outside the lock, so that one thread's slow mapping call does not stall the
+  /// others' hits, frees and misses. False by default.
+  static var mapsConcurrently: Bool { get }
+
   /// Makes slots `slot ..< slot + count` map `count` consecutive pages of one object, the
   /// first being `first`, with one call. Only called when ``mapsRuns`` is true. *Locked.*
   ///
@@ -170,6 +177,9 @@ extension SFBufMachine {
   /// By default a machine maps one page per call.
   @inlinable public static var mapsRuns: Bool { false }
 
+  /// By default a machine maps only with the lock held.
+  @inlinable public static var mapsConcurrently: Bool { false }
+
   /// Never called when ``mapsRuns`` is false.
   public func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
     fatalError("SFBufMachine.map(run:count:slot:): this machine does not map runs")
@@ -185,5 +195,10 @@ public enum SFBufReclaimPolicy: Equatable, Sendable {
   /// the `batch` least recently freed slots at once (``SFBufMachine/unmap(slots:)``, one
   /// call per stretch of the window between slots in use), so that the next misses map into
   /// slots with nothing present. Which slot a miss takes, and every count, is as `.faithful`.
+  ///
+  /// On a machine that ``SFBufMachine/mapsConcurrently``, a miss also maps its slot without
+  /// the lock: it claims the slot and enters the page in the hash under the lock, maps, and
+  /// takes the lock again to publish the mapping. Meanwhile an allocation of the same page
+  /// waits for that mapping (as it would have waited for the lock), whatever its flags.
   case batched(batch: Int)
 }

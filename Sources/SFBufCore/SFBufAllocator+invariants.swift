@@ -41,6 +41,7 @@ extension SFBufAllocator {
       return "free count is \(book.freeCount), free list holds \(count)"
     }
     var used = 0
+    var mapping = 0
     for i in 0..<n {
       let word = line(Int32(i)).pointee.word.load(ordering: .relaxed)
       let refs = SlotLine.references(word)
@@ -50,6 +51,16 @@ extension SFBufAllocator {
       if refs > 0 && onFree[i] { return "slot \(i) has \(refs) references but is free" }
       if refs > 0 { used += 1 }
       if refs > 0 && slots[i].page == nil { return "slot \(i) is in use but maps no page" }
+      if word & SlotLine.mapping != 0 {
+        mapping += 1
+        if refs != 1 { return "slot \(i) is being mapped but has \(refs) references" }
+      } else if slots[i].mappingWaiters != nil {
+        return "allocations wait for slot \(i)'s mapping, but nobody maps it"
+      }
+    }
+    if mapping != book.mappingsInFlight {
+      return
+        "\(mapping) slots are flagged as being mapped, \(book.mappingsInFlight) mappings are in flight"
     }
     if used != counters.nsfbufsused {
       return "nsfbufsused is \(counters.nsfbufsused), \(used) slots are in use"
@@ -99,6 +110,9 @@ extension SFBufAllocator {
     case leakFreeSlot(Int)
     /// Count one more slot in use than there is.
     case miscountUsed
+    /// Leave slot `s`, in use, flagged as being mapped when nobody maps it: its hits would
+    /// wait forever.
+    case stuckMappingFlag(Int)
   }
 
   /// Applies `c` (see ``Corruption``).
@@ -114,6 +128,8 @@ extension SFBufAllocator {
       removeFree(Int32(s))
     case .miscountUsed:
       book.pointee.counters.nsfbufsused += 1
+    case .stuckMappingFlag(let s):
+      line(Int32(s)).pointee.word.bitwiseOr(SlotLine.mapping, ordering: .relaxed)
     }
   }
 }

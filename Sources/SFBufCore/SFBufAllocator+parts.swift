@@ -7,8 +7,9 @@ import Synchronization
 /// The part of a slot that hits touch without the lock, alone in its cache line so that
 /// threads hitting different slots do not disturb each other.
 ///
-/// `word` holds the slot's references in its low 32 bits and, in its high 32 bits, the hits
-/// taken without the lock since the slot was last freed (moved to the counters then).
+/// `word` holds the slot's references in its low 31 bits, the ``mapping`` flag in bit 31
+/// and, in its high 32 bits, the hits taken without the lock since the slot was last freed
+/// (moved to the counters then).
 /// `key` is the cached page's `hashKey` and `next` the hash chain link: written under the
 /// lock, read without it as hints only (a hit checks the page once it holds a reference).
 @usableFromInline struct SlotLine: ~Copyable {
@@ -22,7 +23,10 @@ import Synchronization
   @inlinable static var stride: Int { 64 }
   @usableFromInline static let oneRef: UInt64 = 1
   @usableFromInline static let oneHit: UInt64 = 1 << 32
-  @inlinable static func references(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w & 0xFFFF_FFFF) }
+  /// Set while a miss maps the slot outside the lock (its one reference is the miss's own):
+  /// hits must wait for the mapping, under the lock.
+  @usableFromInline static let mapping: UInt64 = 1 << 31
+  @inlinable static func references(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w & 0x7FFF_FFFF) }
   @inlinable static func hits(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w >> 32) }
 }
 
@@ -77,7 +81,7 @@ extension SFBufAllocator {
   /// Without the lock: a hit on a slot in use. Finds `page` in the hash by its key, takes a
   /// reference if the slot has one already, and checks the page once the reference is held
   /// (the slot may have been recycled meanwhile). Returns the slot, or -1 when the locked
-  /// path must decide (not found, free, or the check failed). When the failed check's
+  /// path must decide (not found, free, being mapped, or the check failed). When the failed check's
   /// reference turns out to be the slot's last, the slot goes free here and `usedDelta`
   /// counts it (-1).
   @inlinable func referenceIfInUse(_ page: Page, _ usedDelta: inout Int) -> Int32 {
@@ -88,7 +92,7 @@ extension SFBufAllocator {
       let l = line(s)
       if l.pointee.key.load(ordering: .relaxed) == key {
         var w = l.pointee.word.load(ordering: .relaxed)
-        while SlotLine.references(w) > 0 {
+        while SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 {
           let (done, now) = l.pointee.word.weakCompareExchange(
             expected: w, desired: w &+ (SlotLine.oneRef | SlotLine.oneHit),
             successOrdering: .acquiring, failureOrdering: .relaxed)
@@ -231,17 +235,26 @@ extension SFBufAllocator {
   /// One sleeping allocation. Created by the allocator on a first sleep; reused across the
   /// sleeps of one allocation.
   public final class Waiter {
-    public enum State { case idle, queued, woken }
+    /// `queued` for a free slot, `woken` holding a reservation of one, or `awaitingMapping`
+    /// of slot ``mappingSlot`` by another allocation.
+    public enum State { case idle, queued, woken, awaitingMapping }
     /// The machine's sleep state for this waiter.
     public let sleeper: Machine.Sleeper
     @usableFromInline var state = State.idle
     @usableFromInline var next: Waiter?
+    @usableFromInline var mappingSlot: Int32 = -1
+    /// Whether the last queueing was for another allocation's mapping rather than for a free
+    /// slot: that wait is short and, like a wait for the lock, not interruptible. Set under
+    /// the lock by the waiter's own allocation; read by it after it returns.
+    public var waitsForMapping: Bool { _waitsForMapping }
+    @usableFromInline var _waitsForMapping = false
 
     @usableFromInline init(sleeper: Machine.Sleeper) { self.sleeper = sleeper }
   }
 
   @inlinable func enqueue(_ w: Waiter, atFront: Bool) {
     w.state = .queued
+    w._waitsForMapping = false
     if atFront {
       w.next = book.pointee.waitHead
       book.pointee.waitHead = w
@@ -270,10 +283,45 @@ extension SFBufAllocator {
     }
   }
 
+  /// Queues `w` (made on first use) to sleep until the mapping of slot `s` by another
+  /// allocation is published or refused.
+  @inlinable @inline(never) func awaitMapping(_ s: Int32, _ waiter: inout Waiter?) {
+    let w = waiter ?? Waiter(sleeper: machine.makeSleeper())
+    waiter = w
+    machine.prepareToSleep(w.sleeper)
+    w.state = .awaitingMapping
+    w._waitsForMapping = true
+    w.mappingSlot = s
+    w.next = slots[Int(s)].mappingWaiters
+    slots[Int(s)].mappingWaiters = w
+  }
+
+  /// Wakes every allocation waiting for slot `s`'s mapping; they look in the hash again.
+  @inlinable func wakeMappingWaiters(_ s: Int32) {
+    while let w = slots[Int(s)].mappingWaiters {
+      slots[Int(s)].mappingWaiters = w.next
+      w.next = nil
+      w.state = .idle
+      w.mappingSlot = -1
+      machine.wake(w.sleeper)
+    }
+  }
+
   /// A wait ended without a slot (signal, cancellation): leave the queue or pass on the
   /// wake-up, and count the failure.
   @inlinable func abandonLocked(_ w: Waiter) {
     switch w.state {
+    case .awaitingMapping:
+      let s = Int(w.mappingSlot)
+      if slots[s].mappingWaiters === w {
+        slots[s].mappingWaiters = w.next
+      } else {
+        var p = slots[s].mappingWaiters
+        while let q = p, q.next !== w { p = q.next }
+        p?.next = w.next
+      }
+      w.next = nil
+      w.mappingSlot = -1
     case .queued:
       if book.pointee.waitHead === w {
         book.pointee.waitHead = w.next

@@ -48,6 +48,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
     /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
     @usableFromInline var released = true
+    /// Allocations waiting for this slot's mapping by a miss outside the lock.
+    @usableFromInline var mappingWaiters: Waiter?
   }
 
   /// What the lock guards for the pool.
@@ -57,6 +59,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var freeCount = 0
     /// Free slots promised to sleepers that were woken and have not run yet.
     @usableFromInline var reserved = 0
+    /// Slots claimed by misses that map them outside the lock, not yet published.
+    @usableFromInline var mappingsInFlight = 0
     @usableFromInline var waitHead: Waiter?
     @usableFromInline var waitTail: Waiter?
     /// The counters, less the hits taken without the lock (counted in the slots' words).
@@ -159,15 +163,19 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     while true {
       let slot: Int?
       do {
-        slot = try attempt(page, flags, &waiter, &usedDelta)
+        slot = try attemptAndMap(page, flags, &waiter, &usedDelta)
       } catch {
         machine.unlock()
         throw error
       }
-      machine.unlock()
-      if let slot { return slot }
+      if let slot {
+        machine.unlock()
+        return slot
+      }
       // Queued: sleep without the lock, then try again from the lookup.
-      let woke = machine.sleep(waiter!.sleeper, interruptible: flags.contains(.interruptible))
+      let interruptible = flags.contains(.interruptible) && !waiter!.waitsForMapping
+      machine.unlock()
+      let woke = machine.sleep(waiter!.sleeper, interruptible: interruptible)
       machine.lock()
       if !woke {
         abandonLocked(waiter!)
@@ -198,7 +206,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     checkCaller(page, flags)
     machine.lock()
     defer { machine.unlock() }
-    return try attempt(page, flags, &waiter, &usedDelta)
+    return try attemptAndMap(page, flags, &waiter, &usedDelta)
   }
 
   /// Gives up a wait begun by ``tryAllocate(_:flags:waiter:)``: leaves the queue, passes on
@@ -209,12 +217,40 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.unlock()
   }
 
-  /// The allocation algorithm proper. Locked. Returns the slot, or `nil` once `waiter` is
-  /// queued.
+  /// ``attempt``, then the mapping of a slot it claimed, outside the lock. Locked on entry
+  /// and on return (thrown or not). Returns the slot, or `nil` once `waiter` is queued.
+  @inlinable
+  func attemptAndMap(
+    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ usedDelta: inout Int
+  ) throws(SFBufError) -> Int? {
+    switch try attempt(page, flags, &waiter, &usedDelta) {
+    case .slot(let s): return s
+    case .claimed(let s): return try mapClaimed(s, page, flags, &usedDelta)
+    case .queued: return nil
+    }
+  }
+
+  /// What one ``attempt`` came to.
+  @usableFromInline enum Attempt {
+    /// The slot, mapped.
+    case slot(Int)
+    /// A slot claimed for the page, which the caller maps without the lock (``mapClaimed``).
+    case claimed(Int32)
+    /// The waiter is queued: sleep, then try again.
+    case queued
+  }
+
+  /// Whether misses map outside the lock (see ``SFBufReclaimPolicy/batched(batch:)``).
+  @inlinable var mapsOutsideLock: Bool {
+    guard Machine.mapsConcurrently, case .batched = policy else { return false }
+    return true
+  }
+
+  /// The allocation algorithm proper. Locked.
   @inlinable
   func attempt(
     _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ usedDelta: inout Int
-  ) throws(SFBufError) -> Int? {
+  ) throws(SFBufError) -> Attempt {
     var wasWoken = false
     if let w = waiter, w.state == .woken {
       // We hold a reservation from the wake-up; give it back and compete like everybody.
@@ -225,11 +261,17 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     // 1. Lookup first, after every wake-up too: a hit never fails.
     let cached = lookup(page)
     if cached >= 0 {
+      if line(cached).pointee.word.load(ordering: .relaxed) & SlotLine.mapping != 0 {
+        // Another miss is mapping the page outside the lock: wait for it, then look again.
+        awaitMapping(cached, &waiter)
+        if wasWoken { wakeWaiters() }
+        return .queued
+      }
       if referenceLocked(cached) { usedDelta += 1 }
       book.pointee.counters.hits &+= 1
       applyCPURules(Int(cached), flags, hit: true)
       if wasWoken { wakeWaiters() }
-      return Int(cached)
+      return .slot(Int(cached))
     }
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
     if book.pointee.freeCount > book.pointee.reserved {
@@ -237,6 +279,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       if case .batched(let batch) = policy, !slots[Int(s)].released { releaseBatch(batch) }
       removeFree(s)
       book.pointee.counters.misses &+= 1
+      if mapsOutsideLock {
+        claim(s, for: page)
+        usedDelta += 1
+        if wasWoken { wakeWaiters() }
+        return .claimed(s)
+      }
       do throws(SFBufError) {
         try remap(s, to: page, flags)
       } catch {
@@ -246,7 +294,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       }
       usedDelta += 1
       if wasWoken { wakeWaiters() }
-      return Int(s)
+      return .slot(Int(s))
     }
     // 3. Full window.
     if flags.contains(.noWait) {
@@ -255,7 +303,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       throw .wouldBlock
     }
     queue(&waiter, atFront: wasWoken)
-    return nil
+    return .queued
   }
 
   /// Step 3 of ``attempt``, out of line: queues `waiter` (made on first use) to sleep.
@@ -282,6 +330,53 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     book.pointee.counters.remaps &+= 1
     enter(page, slot: s, oldWasLive: oldWasLive)
     applyCPURules(Int(s), flags, hit: false)
+  }
+
+  /// Claims free slot `s` (already off the free list) for `page`, to be mapped outside the
+  /// lock: the page goes into the hash at once, so that nobody maps it twice, with the
+  /// slot's one reference and its ``SlotLine/mapping`` flag, so that hits wait. Locked.
+  @inlinable func claim(_ s: Int32, for page: Page) {
+    forget(s)
+    slots[Int(s)].page = page
+    slots[Int(s)].released = false
+    hash(s, key: page.hashKey)
+    line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
+    book.pointee.mappingsInFlight += 1
+    becameUsed()
+  }
+
+  /// Maps slot `s`, claimed for `page`, without the lock, then publishes the mapping (or, if
+  /// the machine refuses it, gives the slot back as a refused miss does) and wakes the
+  /// allocations waiting for it. Locked on entry and on return.
+  @inlinable @inline(never)
+  func mapClaimed(_ s: Int32, _ page: Page, _ flags: SFBufFlags, _ usedDelta: inout Int)
+    throws(SFBufError) -> Int
+  {
+    machine.unlock()
+    let result = Result { () throws(SFBufMapError) in try machine.map(page, slot: Int(s)) }
+    machine.lock()
+    book.pointee.mappingsInFlight -= 1
+    wakeMappingWaiters(s)
+    switch result {
+    case .success(let oldWasLive):
+      if oldWasLive && !book.pointee.faults.contains(.keepCPUSetOnRemap) {
+        slots[Int(s)].cpus = .none
+      }
+      book.pointee.counters.remaps &+= 1
+      line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
+      applyCPURules(Int(s), flags, hit: false)
+      return Int(s)
+    case .failure(let error):
+      line(s).pointee.word.store(0, ordering: .relaxed)
+      book.pointee.counters.nsfbufsused -= 1
+      usedDelta -= 1
+      forget(s)
+      slots[Int(s)].released = true
+      insertFree(s, atHead: true)
+      book.pointee.counters.sf_allocfail &+= 1
+      wakeWaiters()
+      throw .mappingRefused(errno: error.code)
+    }
   }
 
   /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.

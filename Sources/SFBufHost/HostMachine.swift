@@ -22,8 +22,14 @@
     public let base: UnsafeMutableRawPointer
     /// Slots in the window.
     public let nsfbufs: Int
-    /// `mmap` calls made to map pages or runs into slots (successful or not). Locked.
-    public private(set) var mapCalls = 0
+    /// `mmap` calls made to map pages or runs into slots (successful or not).
+    public var mapCalls: Int { mapCallCount.load(ordering: .relaxed) }
+    private let mapCallCount = Atomic<Int>(0)
+    /// Whether ``map(_:slot:)`` fills the slot's page-table entry at once (`MAP_POPULATE`)
+    /// rather than at the first access. Populating is cheaper for one thread; but it runs
+    /// under the process's mapping lock, which then stalls every other thread's `mmap`,
+    /// while a first-access fault takes only the lock of its own mapping region.
+    public let populates: Bool
     /// `madvise` calls made to release batches of slots. Locked.
     public private(set) var unmapCalls = 0
     /// The pool lock's word: 0 free, 1 held, 2 held with sleepers (a futex).
@@ -32,8 +38,9 @@
 
     /// Reserves the window.
     /// - Throws: the `mmap` errno when the address space cannot be reserved.
-    init(nsfbufs: Int) throws(Errno) {
+    init(nsfbufs: Int, populates: Bool = true) throws(Errno) {
       self.nsfbufs = nsfbufs
+      self.populates = populates
       base = try Posix.mmap(
         nil, nsfbufs * vmPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
       lockWord = .allocate(capacity: 1)
@@ -82,17 +89,19 @@
       UnsafeMutableRawPointer(lockWord).assumingMemoryBound(to: UInt32.self)
     }
 
-    /// One `mmap(MAP_FIXED | MAP_SHARED)` of `page` over `slot`. On refusal the slot is
-    /// reserved again with `PROT_NONE`, so it maps nothing.
+    /// One `mmap(MAP_FIXED | MAP_SHARED)` of `page` over `slot` (with `MAP_POPULATE` when
+    /// ``populates``). On refusal the slot is reserved again with `PROT_NONE`, so it maps
+    /// nothing. Safe without the pool lock (``mapsConcurrently``).
     public func map(_ page: VMPage, slot: Int) throws(SFBufMapError) -> Bool {
-      mapCalls += 1
+      mapCallCount.add(1, ordering: .relaxed)
       let addr = base + slot * vmPageSize
       let object = page.object
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
             addr, vmPageSize, object.protection,
-            MAP_SHARED | MAP_FIXED | MAP_POPULATE | HostMachine.unmergeable(slot), fd,
+            MAP_SHARED | MAP_FIXED | (populates ? MAP_POPULATE : 0)
+              | HostMachine.unmergeable(slot), fd,
             off_t(page.offset))
         }
       } catch {
@@ -113,11 +122,15 @@
     /// Runs of consecutive pages map with one `mmap`.
     public static var mapsRuns: Bool { true }
 
+    /// `mmap` needs no pool lock: each call replaces one slot's region, which the allocator
+    /// has handed to the caller alone.
+    public static var mapsConcurrently: Bool { true }
+
     /// One `mmap(MAP_FIXED | MAP_SHARED)` of `count` consecutive pages of `first`'s object
     /// over slots `slot ..< slot + count`. On refusal the slots are reserved again with
     /// `PROT_NONE`.
     public func map(run first: VMPage, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
-      mapCalls += 1
+      mapCallCount.add(1, ordering: .relaxed)
       let addr = base + slot * vmPageSize
       let object = first.object
       do throws(Errno) {
@@ -240,13 +253,15 @@
   }
 
   extension VMObject {
-    /// Runs `body` with the object's descriptor, holding the object's lock so that a
-    /// concurrent ``close()`` cannot hand the number to another file meanwhile.
-    /// - Throws: `EBADF` after ``close()``, or what `body` throws.
+    /// Runs `body` with the object's descriptor, counted as one of its users so that a
+    /// concurrent ``close()`` waits for `body` before closing (and the number cannot be handed
+    /// to another file meanwhile). Takes no lock: two threads mapping pages of one object do
+    /// not serialise here.
+    /// - Throws: `EBADF` once ``close()`` has begun, or what `body` throws.
     func withDescriptor<R>(_ body: (CInt) throws(Errno) -> R) throws(Errno) -> R {
-      lock.lock()
-      defer { lock.unlock() }
-      if fdStorage < 0 { throw Errno.badFileDescriptor }
+      let state = descriptorUsers.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+      defer { descriptorUsers.wrappingSubtract(1, ordering: .releasing) }
+      if state & VMObject.closing != 0 { throw Errno.badFileDescriptor }
       return try body(fdStorage)
     }
   }

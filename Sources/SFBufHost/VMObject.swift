@@ -5,6 +5,7 @@
   import CSFBufLinux
   import Glibc
   import SFBufCore
+  import Synchronization
   import SystemPackage
 
   /// The size of a page on this host, in bytes. sf_buf maps one page per slot.
@@ -39,6 +40,9 @@
     /// `direct`, published once made (an unretained `DirectMapping`), read without the lock.
     @usableFromInline let directCell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     let lock = HostLock()
+    /// The callers inside ``withDescriptor(_:)``, plus ``closing`` once ``close()`` began.
+    let descriptorUsers = Atomic<Int>(0)
+    static let closing = 1 << 40
 
     nonisolated(unsafe) private static var nextID: UInt32 = 0
     private static let idLock = HostLock()
@@ -120,9 +124,16 @@
     /// pages are refused (`EBADF`). Wire counts are kept.
     public func close() {
       lock.lock()
+      defer { lock.unlock() }
+      // No new user gets the descriptor; the ones inside (an `mmap` each) finish first.
+      var users = descriptorUsers.bitwiseOr(VMObject.closing, ordering: .acquiringAndReleasing)
+        .newValue
+      while users != VMObject.closing {
+        sched_yield()
+        users = descriptorUsers.load(ordering: .acquiring)
+      }
       if fdStorage >= 0 { Glibc.close(fdStorage) }
       fdStorage = -1
-      lock.unlock()
     }
 
     /// The object's size in bytes now (`fstat`); a file may have been truncated or extended.

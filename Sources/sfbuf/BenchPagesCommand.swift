@@ -54,6 +54,16 @@ struct BenchPagesCommand: ParsableCommand {
   @Option(
     name: .customLong("run"), help: "Pages per run in the sequential scan of the batched peer.")
   var runPages = 16
+  @Option(
+    name: .customLong("workload"),
+    help: "Only these workloads (repeatable: hot, uniform, zipf, seq; default all).")
+  var workloads: [BenchWorkload] = []
+  @Option(name: .customLong("threads"), help: "Only this thread count (1 or 2; default both).")
+  var threadCounts: [Int] = []
+  @Option(
+    name: .customLong("peer"),
+    help: "Only these peers besides direct and pread, which the ratios need (repeatable).")
+  var peers: [BenchPeer] = []
 
   func validate() throws {
     guard (64...SFBufPool.maxSlots / 16).contains(nsfbufs) else {
@@ -65,15 +75,23 @@ struct BenchPagesCommand: ParsableCommand {
     if let batch, !(1...nsfbufs).contains(batch) {
       throw ValidationError("--batch must be in 1...nsfbufs")
     }
-    guard (2...nsfbufs / 4).contains(runPages) else {
-      throw ValidationError("--run must be in 2...nsfbufs/4")
+    guard (2...nsfbufs / 2).contains(runPages) else {
+      throw ValidationError("--run must be in 2...nsfbufs/2")
+    }
+    if let t = threadCounts.first(where: { !(1...2).contains($0) }) {
+      throw ValidationError("--threads must be 1 or 2, not \(t)")
     }
   }
 
   func run() throws {
     let bench = try PageBench(
       nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, run: runPages, quick: quick,
-      trials: trials ?? (quick ? 3 : 5))
+      trials: trials ?? (quick ? 3 : 5),
+      workloads: workloads.isEmpty ? BenchWorkload.allCases : workloads,
+      peers: BenchPeer.allCases.filter {
+        peers.isEmpty || peers.contains($0) || $0 == .direct || $0 == .pread
+      },
+      threads: threadCounts.isEmpty ? [1, 2] : threadCounts)
     let cells = bench.measure()
     if json {
       print(bench.json(cells))
@@ -86,12 +104,12 @@ struct BenchPagesCommand: ParsableCommand {
 // MARK: - The bench
 
 /// What one access does.
-enum BenchPeer: String, CaseIterable {
+enum BenchPeer: String, CaseIterable, ExpressibleByArgument {
   case direct, pread, mmap, faithful, batched
 }
 
 /// The access pattern.
-enum BenchWorkload: String, CaseIterable {
+enum BenchWorkload: String, CaseIterable, ExpressibleByArgument {
   case hot, uniform, zipf, seq
 }
 
@@ -147,6 +165,9 @@ final class PageBench: @unchecked Sendable {
   let runLength: Int
   let quick: Bool
   let trialCount: Int
+  let workloads: [BenchWorkload]
+  let peers: [BenchPeer]
+  let threadCounts: [Int]
   let object: VMObject
   let pages: Int
   let direct = SFBufPool.directMap()
@@ -155,7 +176,14 @@ final class PageBench: @unchecked Sendable {
   /// Per workload and thread count, each thread's page sequence (the same for every peer).
   var sequences: [String: [[Int]]] = [:]
 
-  init(nsfbufs: Int, batch: Int, run: Int, quick: Bool, trials: Int) throws {
+  init(
+    nsfbufs: Int, batch: Int, run: Int, quick: Bool, trials: Int,
+    workloads: [BenchWorkload] = BenchWorkload.allCases,
+    peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2]
+  ) throws {
+    self.workloads = workloads
+    self.peers = peers
+    self.threadCounts = threads
     self.nsfbufs = nsfbufs
     self.batch = batch
     self.runLength = run
@@ -223,16 +251,16 @@ final class PageBench: @unchecked Sendable {
   /// Every cell, trial by trial, the peers interleaved within each round.
   func measure() -> [BenchCell] {
     var cells: [BenchCell] = []
-    for w in BenchWorkload.allCases {
-      for threads in [1, 2] {
-        for p in BenchPeer.allCases {
+    for w in workloads {
+      for threads in threadCounts {
+        for p in peers {
           cells.append(BenchCell(workload: w, threads: threads, peer: p))
         }
       }
     }
     // Warm-up: fault the object in, make the direct mapping, fill the windows.
-    for i in 0..<cells.count where cells[i].threads == 1 {
-      _ = trial(cells[i].workload, threads: 1, peer: cells[i].peer, limit: 2000)
+    for w in workloads {
+      for p in peers { _ = trial(w, threads: 1, peer: p, limit: 2000) }
     }
     for _ in 0..<trialCount {
       for i in 0..<cells.count {

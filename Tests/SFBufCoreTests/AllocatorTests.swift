@@ -171,6 +171,13 @@ struct InvariantCheckerTests {
     a.corrupt(.miscountUsed)
     #expect(a.checkInvariants()?.contains("nsfbufsused") == true)
   }
+
+  @Test("a slot left flagged as being mapped")
+  func stuckMapping() throws {
+    let a = try populated()
+    a.corrupt(.stuckMappingFlag(1))
+    #expect(a.checkInvariants()?.contains("being mapped") == true)
+  }
 }
 
 @Suite("Counters")

@@ -61,4 +61,50 @@ struct StressTests {
     #expect(pool.window!.checkInvariants() == nil)
     #expect(s.hits > 0 && s.sf_allocwait > 0)
   }
+
+  @Test(
+    "closing an object while threads map its pages: every mapping shows that object's page",
+    arguments: policies)
+  func closeWhileMapping(policy: SFBufReclaimPolicy) throws {
+    // Misses map without the pool lock and without the object's lock; `close` waits for
+    // the `mmap` calls using the descriptor. Right after the close, other objects take the
+    // freed descriptor numbers: a mapping that used a stale number would show their tags.
+    let pool = try SFBufPool(nsfbufs: 8, policy: policy)
+    let o = try taggedAnonymous(pages: 256)
+    let mapped = Shared(0)
+    let refused = Shared(0)
+    let wrong = Shared(0)
+    let deadline = monotonic() + 10
+    var threads: [TestThread] = []
+    for t in 0..<2 {
+      threads.append(
+        TestThread {
+          var rng = SplitMix(seed: UInt64(t) + 99)
+          var ops = 0
+          while ops < 100_000 && refused.get < 200 && monotonic() < deadline {
+            let i = Int(rng.next() % 256)
+            do {
+              let buf = try pool.allocate(o.page(i), flags: .noWait)
+              if readTag(buf) != tag(o, i) { wrong.with { $0 += 1 } }
+              mapped.with { $0 += 1 }
+            } catch SFBufError.mappingRefused(let e) where e == EBADF {
+              refused.with { $0 += 1 }
+            } catch {
+              // A full window (NOWAIT): both threads hold at most one slot, so never.
+              wrong.with { $0 += 1 }
+            }
+            ops += 1
+          }
+        })
+    }
+    #expect(waitUntil { mapped.get >= 500 })
+    o.close()
+    let intruders = try (0..<4).map { _ in try taggedAnonymous(pages: 256) }
+    for t in threads { t.join() }
+    #expect(wrong.get == 0)
+    #expect(refused.get > 0, "misses after the close are refused with EBADF")
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+    withExtendedLifetime(intruders) {}
+  }
 }

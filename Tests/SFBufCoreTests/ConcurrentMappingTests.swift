@@ -1,0 +1,181 @@
+import Glibc
+import SFBufCore
+import SFBufTestSupport
+import Synchronization
+import Testing
+
+/// A machine whose mappings can be held open: `map` of a gated page blocks (at most 10 s)
+/// until the test opens the gate, so that a test can look at the allocator while a miss maps
+/// outside the lock. It maps concurrently, keeps no TLBs (so hits on slots in use take the
+/// lock-free path), and sleeps on real threads.
+final class GatedMachine: SFBufMachine, @unchecked Sendable {
+  struct Key: SFBufPageKey {
+    var n: Int
+    var hashKey: UInt { UInt(n) }
+  }
+  final class Sleeper: @unchecked Sendable {
+    let woken = Atomic<Bool>(false)
+  }
+  struct State {
+    var gated: Set<Int> = []
+    var refuseOnce: Set<Int> = []
+    /// Pages whose `map` began, in order.
+    var entered: [Int] = []
+    /// For each `map`, whether the allocator's lock was held.
+    var lockedDuringMap: [Bool] = []
+  }
+
+  let state = Shared(State())
+  private let held = Atomic<Bool>(false)
+  private let mutex = Shared(())
+
+  func lock() {
+    // A spin lock is enough for a test: it is held for a few instructions at a time.
+    while !held.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
+      sched_yield()
+    }
+  }
+  func unlock() { held.store(false, ordering: .releasing) }
+
+  func map(_ page: Key, slot: Int) throws(SFBufMapError) -> Bool {
+    let locked = held.load(ordering: .relaxed)
+    state.with {
+      $0.entered.append(page.n)
+      $0.lockedDuringMap.append(locked)
+    }
+    _ = waitUntil { !self.state.with { $0.gated.contains(page.n) } }
+    if state.with({ $0.refuseOnce.remove(page.n) != nil }) { throw SFBufMapError(code: 13) }
+    return true
+  }
+  static var mapsConcurrently: Bool { true }
+  static var tracksTLBs: Bool { false }
+  var currentCPU: Int { 0 }
+  var allCPUs: CPUSet { .first(1) }
+  func invalidateLocal(slot: Int) {}
+  func shootdown(slot: Int, cpus: CPUSet) {}
+  var isPinned: Bool { true }
+  func isWired(_ page: Key) -> Bool { true }
+  func makeSleeper() -> Sleeper { Sleeper() }
+  func prepareToSleep(_ s: Sleeper) { s.woken.store(false, ordering: .relaxed) }
+  func sleep(_ s: Sleeper, interruptible: Bool) -> Bool {
+    _ = waitUntil { s.woken.load(ordering: .acquiring) }
+    return true
+  }
+  func wake(_ s: Sleeper) { s.woken.store(true, ordering: .releasing) }
+
+  func entered(_ n: Int) -> Int { state.with { $0.entered.filter { $0 == n }.count } }
+  func open(_ n: Int) { state.with { _ = $0.gated.remove(n) } }
+}
+
+/// The batched policy's misses map outside the lock (SPEC §4, batching): what an allocation
+/// of the same page, or of another, sees meanwhile.
+@Suite("Mapping outside the lock")
+struct ConcurrentMappingTests {
+  typealias Key = GatedMachine.Key
+
+  @Test("the faithful policy maps with the lock held, the batched one without it")
+  func whereTheLockIs() throws {
+    for (policy, locked) in [(SFBufReclaimPolicy.faithful, true), (.batched(batch: 2), false)] {
+      let m = GatedMachine()
+      let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: policy)
+      a.free(try a.allocate(Key(n: 1)))
+      _ = try a.allocate(Key(n: 2))
+      #expect(m.state.get.lockedDuringMap == [locked, locked])
+      #expect(a.checkInvariants() == nil)
+    }
+  }
+
+  @Test("a hit on a page being mapped waits for that mapping, even with SFB_NOWAIT")
+  func hitWaits() throws {
+    let m = GatedMachine()
+    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: .batched(batch: 2))
+    m.state.with { $0.gated = [7] }
+    let first = Shared<Int?>(nil)
+    let second = Shared<Int?>(nil)
+    let tA = TestThread {
+      let s = try? a.allocate(Key(n: 7))
+      first.with { $0 = s }
+    }
+    #expect(waitUntil { m.entered(7) == 1 })
+    let tB = TestThread {
+      let s = try? a.allocate(Key(n: 7), flags: .noWait)
+      second.with { $0 = s }
+    }
+    // Meanwhile the lock is free: another page misses and maps at once.
+    let other = try a.allocate(Key(n: 3))
+    usleep(50_000)
+    #expect(!tA.isDone && !tB.isDone, "nobody may use page 7's slot before it is mapped")
+    #expect(a.checkInvariants() == nil)
+    m.open(7)
+    tA.join()
+    tB.join()
+    let s = try #require(first.get)
+    #expect(second.get == s)
+    #expect(a.references(ofSlot: s) == 2)
+    #expect(m.entered(7) == 1, "page 7 mapped once")
+    #expect(other != s)
+    let st = a.stats
+    #expect((st.hits, st.misses, st.remaps, st.nsfbufsused) == (1, 2, 2, 2))
+    #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("a lock-free hit does not take a slot that is still being mapped")
+  func lockFreeHitWaits() throws {
+    let m = GatedMachine()
+    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: .batched(batch: 2))
+    m.state.with { $0.gated = [5] }
+    let done = Shared(0)
+    let tA = TestThread {
+      _ = try? a.allocate(Key(n: 5))
+      done.with { $0 += 1 }
+    }
+    #expect(waitUntil { m.entered(5) == 1 })
+    // The slot now has one reference (the mapper's), the case where hits skip the lock.
+    let tB = TestThread {
+      _ = try? a.allocate(Key(n: 5))
+      done.with { $0 += 1 }
+    }
+    usleep(50_000)
+    #expect(done.get == 0)
+    m.open(5)
+    tA.join()
+    tB.join()
+    #expect(done.get == 2)
+    #expect(a.stats.hits == 1)
+    #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("a refused mapping wakes its waiters, which map the page themselves")
+  func refusalWakesWaiters() throws {
+    let m = GatedMachine()
+    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: .batched(batch: 2))
+    m.state.with {
+      $0.gated = [9]
+      $0.refuseOnce = [9]
+    }
+    let first = Shared<Result<Int, SFBufError>?>(nil)
+    let second = Shared<Result<Int, SFBufError>?>(nil)
+    let tA = TestThread {
+      let r = Result { () throws(SFBufError) in try a.allocate(Key(n: 9)) }
+      first.with { $0 = r }
+    }
+    #expect(waitUntil { m.entered(9) == 1 })
+    let tB = TestThread {
+      let r = Result { () throws(SFBufError) in try a.allocate(Key(n: 9)) }
+      second.with { $0 = r }
+    }
+    usleep(50_000)
+    m.open(9)
+    tA.join()
+    tB.join()
+    #expect(throws: SFBufError.mappingRefused(errno: 13)) { try first.get!.get() }
+    let s = try second.get!.get()
+    #expect(a.page(ofSlot: s) == Key(n: 9))
+    #expect(m.entered(9) == 2)
+    let st = a.stats
+    #expect((st.misses, st.remaps, st.sf_allocfail, st.nsfbufsused) == (2, 1, 1, 1))
+    #expect(a.checkInvariants() == nil)
+  }
+}
+
+extension GatedMachine.Key: Equatable {}
