@@ -1,6 +1,7 @@
 // Beyond one slot at a time (SPEC §4, batching): releasing the translations of many free
-// slots with one machine call, and mapping a run of consecutive pages into adjacent slots
-// with one machine call. Both run with the machine's lock held.
+// slots with one machine call (with the machine's lock held), and mapping a run of
+// consecutive pages into adjacent slots with one machine call (outside the lock when the
+// batched policy maps outside it, as its single misses do).
 
 extension SFBufAllocator {
   // MARK: Batched reclaim
@@ -98,6 +99,24 @@ extension SFBufAllocator {
       forget(s)
     }
     book.pointee.counters.misses &+= count
+    if mapsOutsideLock {
+      for i in 0..<count { claim(Int32(first + i), for: page(i)) }
+      machine.unlock()
+      let result = Result { () throws(SFBufMapError) in
+        try machine.map(run: page(0), count: count, slot: first)
+      }
+      machine.lock()
+      switch result {
+      case .success(let oldWasLive):
+        for s in Int32(first)..<Int32(first + count) { publish(s, oldWasLive: oldWasLive, flags) }
+        return first
+      case .failure(let error):
+        for s in (Int32(first)..<Int32(first + count)).reversed() { giveBack(s) }
+        book.pointee.counters.sf_allocfail &+= 1
+        wakeWaiters()
+        throw .mappingRefused(errno: error.code)
+      }
+    }
     let oldWasLive: Bool
     do {
       oldWasLive = try machine.map(run: page(0), count: count, slot: first)

@@ -355,28 +355,43 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.unlock()
     let result = Result { () throws(SFBufMapError) in try machine.map(page, slot: Int(s)) }
     machine.lock()
-    book.pointee.mappingsInFlight -= 1
-    wakeMappingWaiters(s)
     switch result {
     case .success(let oldWasLive):
-      if oldWasLive && !book.pointee.faults.contains(.keepCPUSetOnRemap) {
-        slots[Int(s)].cpus = .none
-      }
-      book.pointee.counters.remaps &+= 1
-      line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
-      applyCPURules(Int(s), flags, hit: false)
+      publish(s, oldWasLive: oldWasLive, flags)
       return Int(s)
     case .failure(let error):
-      line(s).pointee.word.store(0, ordering: .relaxed)
-      book.pointee.counters.nsfbufsused -= 1
+      giveBack(s)
       usedDelta -= 1
-      forget(s)
-      slots[Int(s)].released = true
-      insertFree(s, atHead: true)
       book.pointee.counters.sf_allocfail &+= 1
       wakeWaiters()
       throw .mappingRefused(errno: error.code)
     }
+  }
+
+  /// Ends the claim of slot `s` (``claim(_:for:)``), now mapped: hits may take it. Wakes
+  /// the allocations waiting for it. Locked.
+  @inlinable func publish(_ s: Int32, oldWasLive: Bool, _ flags: SFBufFlags) {
+    book.pointee.mappingsInFlight -= 1
+    wakeMappingWaiters(s)
+    if oldWasLive && !book.pointee.faults.contains(.keepCPUSetOnRemap) {
+      slots[Int(s)].cpus = .none
+    }
+    book.pointee.counters.remaps &+= 1
+    line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
+    applyCPURules(Int(s), flags, hit: false)
+  }
+
+  /// Ends the claim of slot `s`, whose mapping was refused: the page leaves the hash, the
+  /// slot goes free at the head of the list (it maps nothing now, the cheapest to map).
+  /// Wakes the allocations waiting for it, which look again and miss. Locked.
+  @inlinable func giveBack(_ s: Int32) {
+    book.pointee.mappingsInFlight -= 1
+    wakeMappingWaiters(s)
+    line(s).pointee.word.store(0, ordering: .relaxed)
+    book.pointee.counters.nsfbufsused -= 1
+    forget(s)
+    slots[Int(s)].released = true
+    insertFree(s, atHead: true)
   }
 
   /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.

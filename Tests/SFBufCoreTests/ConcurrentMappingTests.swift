@@ -48,6 +48,11 @@ final class GatedMachine: SFBufMachine, @unchecked Sendable {
     return true
   }
   static var mapsConcurrently: Bool { true }
+  static var mapsRuns: Bool { true }
+  /// A run is gated and refused as its first page is.
+  func map(run first: Key, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
+    try map(first, slot: slot)
+  }
   static var tracksTLBs: Bool { false }
   var currentCPU: Int { 0 }
   var allCPUs: CPUSet { .first(1) }
@@ -174,6 +179,72 @@ struct ConcurrentMappingTests {
     #expect(m.entered(9) == 2)
     let st = a.stats
     #expect((st.misses, st.remaps, st.sf_allocfail, st.nsfbufsused) == (2, 1, 1, 1))
+    #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("a page run maps outside the lock too; its pages' hits wait for it")
+  func runWaits() throws {
+    let m = GatedMachine()
+    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 8, policy: .batched(batch: 2))
+    m.state.with { $0.gated = [20] }
+    let first = Shared<Int?>(nil)
+    let hit = Shared<Int?>(nil)
+    let tA = TestThread {
+      let s = try? a.allocateRun(count: 4) { Key(n: 20 + $0) }
+      first.with { $0 = s ?? nil }
+    }
+    #expect(waitUntil { m.entered(20) == 1 })
+    let tB = TestThread {
+      let s = try? a.allocate(Key(n: 22))
+      hit.with { $0 = s }
+    }
+    let other = try a.allocate(Key(n: 1))
+    usleep(50_000)
+    #expect(!tA.isDone && !tB.isDone)
+    #expect(a.checkInvariants() == nil)
+    m.open(20)
+    tA.join()
+    tB.join()
+    let f = try #require(first.get)
+    #expect(hit.get == f + 2)
+    #expect(!(f..<(f + 4)).contains(other))
+    #expect((0..<4).map { a.page(ofSlot: f + $0).n } == [20, 21, 22, 23])
+    #expect(a.references(ofSlot: f + 2) == 2)
+    let st = a.stats
+    #expect((st.hits, st.misses, st.remaps, st.nsfbufsused) == (1, 5, 5, 5))
+    #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("a refused page run gives every slot back and wakes its pages' waiters")
+  func refusedRun() throws {
+    let m = GatedMachine()
+    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 8, policy: .batched(batch: 2))
+    m.state.with {
+      $0.gated = [30]
+      $0.refuseOnce = [30]
+    }
+    let run = Shared<Result<Int?, SFBufError>?>(nil)
+    let single = Shared<Int?>(nil)
+    let tA = TestThread {
+      let r = Result { () throws(SFBufError) in try a.allocateRun(count: 4) { Key(n: 30 + $0) } }
+      run.with { $0 = r }
+    }
+    #expect(waitUntil { m.entered(30) == 1 })
+    let tB = TestThread {
+      let s = try? a.allocate(Key(n: 31))
+      single.with { $0 = s }
+    }
+    usleep(50_000)
+    m.open(30)
+    tA.join()
+    tB.join()
+    #expect(throws: SFBufError.mappingRefused(errno: 13)) { _ = try run.get!.get() }
+    let s = try #require(single.get)
+    #expect(a.page(ofSlot: s) == Key(n: 31))
+    #expect(m.entered(31) == 1, "the waiter mapped page 31 itself")
+    let st = a.stats
+    #expect((st.misses, st.remaps, st.sf_allocfail, st.nsfbufsused) == (5, 1, 1, 1))
+    #expect(a.freeList().count == 7)
     #expect(a.checkInvariants() == nil)
   }
 }
