@@ -54,30 +54,42 @@ extension SFBufAllocator {
 
   // MARK: Runs
 
-  /// Maps `count` consecutive pages of one object (`page(0)`, `page(1)`, ...) into `count`
-  /// adjacent free slots with one ``SFBufMachine/map(run:count:slot:)``, each slot then
-  /// holding one reference to its page, exactly as `count` misses would leave them (the
-  /// counters count `count` misses and remaps). Never sleeps.
+  /// Maps up to `count` consecutive pages of one object (`page(0)`, `page(1)`, ...) into as
+  /// many adjacent free slots with one ``SFBufMachine/map(run:count:slot:)``, each slot then
+  /// holding one reference to its page, exactly as that many misses would leave them (the
+  /// counters count one miss and one remap per page). Never sleeps.
   ///
-  /// Returns the first slot (slot `first + i` maps `page(i)`), or `nil` when no run is
-  /// possible and the caller should allocate page by page: the machine maps one page per
-  /// call, `count < 2`, one of the pages is cached already (a run must not map a page twice),
-  /// or no aligned block of `count` slots is free (and unpromised to woken sleepers). The
-  /// block tried first is the one holding the least recently freed slot.
+  /// The run stops before the first page cached in a slot in use (or being mapped): that
+  /// page is the caller's next hit. A page cached in a *free* slot is dropped from that
+  /// slot's cache and mapped again in the run, which costs nothing more and keeps every page
+  /// in at most one slot.
+  ///
+  /// Returns the first slot and the run's length `n` (slot `first + i` maps `page(i)` for
+  /// `i < n`), or `nil` when no run is possible and the caller should allocate `page(0)`
+  /// alone: the machine maps one page per call, fewer than 2 pages come before a page in
+  /// use, or no block of `n` slots aligned to `n` is free (and unpromised to woken
+  /// sleepers). The block tried first is the one holding the least recently freed slot.
   ///
   /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned.
   /// - Throws: ``SFBufError/mappingRefused(errno:)``: the slots went back to the pool.
   /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block.
   @inlinable
   public func allocateRun(
-    count: Int, flags: SFBufFlags = [], page: (Int) -> Page
-  ) throws(SFBufError) -> Int? {
-    guard Machine.mapsRuns, count >= 2, count <= nsfbufs else { return nil }
-    for i in 0..<count { checkCaller(page(i), flags) }
+    count limit: Int, flags: SFBufFlags = [], page: (Int) -> Page
+  ) throws(SFBufError) -> (first: Int, count: Int)? {
+    guard Machine.mapsRuns, limit >= 2 else { return nil }
+    for i in 0..<limit { checkCaller(page(i), flags) }
     machine.lock()
     defer { machine.unlock() }
-    guard book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
-    for i in 0..<count where lookup(page(i)) >= 0 { return nil }
+    var count = min(limit, nsfbufs)
+    for i in 0..<count {
+      let s = lookup(page(i))
+      if s >= 0 && isInUse(s) {
+        count = i
+        break
+      }
+    }
+    guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
     let blocks = nsfbufs / count
     let head = Int(book.pointee.freeHead) / count
     var first = -1
@@ -94,6 +106,10 @@ extension SFBufAllocator {
       }
     }
     guard first >= 0 else { return nil }
+    for i in 0..<count {
+      let s = lookup(page(i))
+      if s >= 0 { forget(s) }
+    }
     for s in Int32(first)..<Int32(first + count) {
       removeFree(s)
       forget(s)
@@ -109,7 +125,7 @@ extension SFBufAllocator {
       switch result {
       case .success(let oldWasLive):
         for s in Int32(first)..<Int32(first + count) { publish(s, oldWasLive: oldWasLive, flags) }
-        return first
+        return (first, count)
       case .failure(let error):
         for s in (Int32(first)..<Int32(first + count)).reversed() { giveBack(s) }
         book.pointee.counters.sf_allocfail &+= 1
@@ -134,6 +150,6 @@ extension SFBufAllocator {
       enter(page(i), slot: Int32(first + i), oldWasLive: oldWasLive)
       applyCPURules(first + i, flags, hit: false)
     }
-    return first
+    return (first, count)
   }
 }

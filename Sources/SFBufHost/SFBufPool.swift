@@ -206,12 +206,13 @@
     /// Maps pages `pages` of `object` and hands each mapping, in order, to `body`, which
     /// owns it (keep it, or let it go to free it).
     ///
-    /// On a window, when none of the pages is cached and a free, aligned block of adjacent
-    /// slots is found, the whole run is mapped with one `mmap` (a *page run*): one system
-    /// call, and at most one TLB shootdown, for `pages.count` pages, instead of one each.
-    /// Each page is still its own mapping, looked up, referenced and freed on its own.
-    /// Otherwise (a direct map, a run of one page, a page already cached, no free block) the
-    /// pages are allocated one by one with `flags`.
+    /// On a window, consecutive pages are mapped together into a free block of adjacent
+    /// slots with one `mmap` (a *page run*): one system call, and at most one TLB shootdown,
+    /// for the whole run instead of one per page. A run stops before a page whose mapping is
+    /// in use (that page is a hit) and goes on after it; a page cached in a free slot is
+    /// mapped again in the run. Each page is still its own mapping, looked up, referenced and
+    /// freed on its own. Pages that no run can take (a direct map, a lone page, no free
+    /// block) are allocated one by one with `flags`.
     ///
     /// - Precondition: every page is wired.
     /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws; the mappings not
@@ -220,29 +221,34 @@
       of object: VMObject, pages: Range<Int>, flags: Flags = [],
       _ body: (consuming SFBuf) throws -> Void
     ) throws {
-      let lower = pages.lowerBound
-      guard let window,
-        let first = try window.allocateRun(
-          count: pages.count, flags: flags, page: { object.page(lower + $0) })
-      else {
-        for i in pages { try body(try allocate(object.page(i), flags: flags)) }
-        return
-      }
-      for _ in pages { retainForSlot() }
-      var i = 0
-      defer {
-        // `body` threw: free the mappings it never received.
-        while i < pages.count {
-          freeSlot(first + i)
-          i += 1
+      var next = pages.lowerBound
+      while next < pages.upperBound {
+        let lower = next
+        guard let window,
+          let (first, count) = try window.allocateRun(
+            count: pages.upperBound - lower, flags: flags, page: { object.page(lower + $0) })
+        else {
+          next += 1
+          try body(try allocate(object.page(lower), flags: flags))
+          continue
         }
-      }
-      while i < pages.count {
-        let page = object.page(lower + i)
-        let buf = SFBuf(
-          pool: self, slot: first + i, page: page, address: base! + (first + i) * vmPageSize)
-        i += 1
-        try body(buf)
+        next += count
+        for _ in 0..<count { retainForSlot() }
+        var i = 0
+        defer {
+          // `body` threw: free the mappings it never received.
+          while i < count {
+            freeSlot(first + i)
+            i += 1
+          }
+        }
+        while i < count {
+          let page = object.page(lower + i)
+          let buf = SFBuf(
+            pool: self, slot: first + i, page: page, address: base! + (first + i) * vmPageSize)
+          i += 1
+          try body(buf)
+        }
       }
     }
 

@@ -104,7 +104,9 @@ struct BatchPolicyTests {
   func runs() throws {
     let m = BatchRecordingMachine()
     let a = SFBufAllocator(machine: m, nsfbufs: 16)
-    let first = try #require(try a.allocateRun(count: 4) { Key(n: 40 + $0) })
+    let run = try #require(try a.allocateRun(count: 4) { Key(n: 40 + $0) })
+    let first = run.first
+    #expect(run.count == 4)
     #expect(m.runMaps == 1 && m.maps == 0)
     for i in 0..<4 {
       #expect(a.page(ofSlot: first + i).n == 40 + i)
@@ -115,8 +117,14 @@ struct BatchPolicyTests {
     // Freed one by one; a hit finds each.
     for i in 0..<4 { a.free(first + i) }
     #expect(try a.allocate(Key(n: 42)) == first + 2)
-    // A run containing a cached page is refused: the caller goes page by page.
+    // A run stops before a page in use: 41 comes alone, so there is no run.
     #expect(try a.allocateRun(count: 4) { Key(n: 41 + $0) } == nil)
+    // 39, 40, 41 come before it: a run of 3, taking 40 and 41 from the cache of free slots.
+    let cut = try #require(try a.allocateRun(count: 4) { Key(n: 39 + $0) })
+    #expect(cut.count == 3 && m.runMaps == 2)
+    for i in 0..<3 { #expect(a.cachedSlot(of: Key(n: 39 + i)) == cut.first + i) }
+    #expect(a.cachedSlot(of: Key(n: 42)) == first + 2)
+    #expect(a.stats.nsfbufsused == 4)
     #expect(a.checkInvariants() == nil)
   }
 }

@@ -191,7 +191,7 @@ struct ConcurrentMappingTests {
     let hit = Shared<Int?>(nil)
     let tA = TestThread {
       let s = try? a.allocateRun(count: 4) { Key(n: 20 + $0) }
-      first.with { $0 = s ?? nil }
+      first.with { $0 = s?.first }
     }
     #expect(waitUntil { m.entered(20) == 1 })
     let tB = TestThread {
@@ -223,7 +223,7 @@ struct ConcurrentMappingTests {
       $0.gated = [30]
       $0.refuseOnce = [30]
     }
-    let run = Shared<Result<Int?, SFBufError>?>(nil)
+    let run = Shared<Result<(first: Int, count: Int)?, SFBufError>?>(nil)
     let single = Shared<Int?>(nil)
     let tA = TestThread {
       let r = Result { () throws(SFBufError) in try a.allocateRun(count: 4) { Key(n: 30 + $0) } }

@@ -37,7 +37,7 @@ struct RunsTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
-  @Test("a run with a cached page goes page by page, without mapping a page twice")
+  @Test("a run stops at a page in use, which is a hit, and goes on after it")
   func cachedPageFallsBack() throws {
     let pool = try SFBufPool(nsfbufs: 32)
     let o = try taggedAnonymous(pages: 64)
@@ -49,7 +49,7 @@ struct RunsTests {
       got.append(buf.pageIndex)
     }
     #expect(got == [8, 9, 10, 11])
-    #expect(pool.mapCalls == 4)  // page 10's, then 8, 9, 11 one by one
+    #expect(pool.mapCalls == 3)  // page 10's, then the run 8-9, then 11 alone
     #expect(pool.stats.hits == 1)
     _ = consume cached
     #expect(pool.window!.checkInvariants() == nil)
@@ -78,5 +78,25 @@ struct RunsTests {
     var got: [UInt64] = []
     try pool.allocateRun(of: o, pages: 2..<6) { got.append(readTag($0)) }
     #expect(got == (2..<6).map { tag(o, $0) })
+  }
+
+  @Test(
+    "a run maps pages cached in free slots again, once each",
+    arguments: [SFBufReclaimPolicy.faithful, .batched(batch: 8)])
+  func cachedFreePages(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 32, policy: policy)
+    let o = try taggedAnonymous(pages: 64)
+    for i in [3, 5] { try pool.allocate(o.page(i)).free() }
+    let calls = pool.mapCalls
+    var slots: [Int] = []
+    try pool.allocateRun(of: o, pages: 0..<8) { buf in
+      #expect(readTag(buf) == tag(o, buf.pageIndex))
+      slots.append(buf.slot)
+    }
+    #expect(pool.mapCalls == calls + 1)
+    #expect(slots == Array(slots[0]..<(slots[0] + 8)))
+    for i in 0..<8 { #expect(pool.window!.cachedSlot(of: o.page(i)) == slots[i]) }
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
   }
 }
