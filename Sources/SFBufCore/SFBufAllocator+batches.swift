@@ -116,8 +116,11 @@ extension SFBufAllocator {
     }
     book.pointee.counters.misses &+= count
     if mapsOutsideLock {
+      var present = false
+      for s in first..<(first + count) where !slots[s].released { present = true }
       for i in 0..<count { claim(Int32(first + i), for: page(i)) }
       machine.unlock()
+      if present { machine.unmap(slots: first..<(first + count)) }
       let result = Result { () throws(SFBufMapError) in
         try machine.map(run: page(0), count: count, slot: first)
       }

@@ -30,8 +30,9 @@
     /// under the process's mapping lock, which then stalls every other thread's `mmap`,
     /// while a first-access fault takes only the lock of its own mapping region.
     public let populates: Bool
-    /// `madvise` calls made to release batches of slots. Locked.
-    public private(set) var unmapCalls = 0
+    /// `madvise` calls made to release batches of slots.
+    public var unmapCalls: Int { unmapCallCount.load(ordering: .relaxed) }
+    private let unmapCallCount = Atomic<Int>(0)
     /// The pool lock's word: 0 free, 1 held, 2 held with sleepers (a futex).
     @usableFromInline let lockWord: UnsafeMutablePointer<Atomic<UInt32>>
     private let cpuCount = Int(sfb_cpu_count())
@@ -152,9 +153,11 @@
     /// One `madvise(MADV_DONTNEED)` over the slots: their page-table entries go (one TLB
     /// shootdown for all of them when other threads run), their mappings stay, so a slot still
     /// maps its page and an access faults it back in; the next `mmap` over a slot replaces
-    /// nothing present and needs no shootdown.
+    /// nothing present and needs no shootdown. Before a page run, it moves that run's
+    /// page-table teardown out of the `mmap`, which holds the process's mapping lock for
+    /// writing, into a call that holds it only for reading.
     public func unmap(slots: Range<Int>) {
-      unmapCalls += 1
+      unmapCallCount.add(1, ordering: .relaxed)
       Posix.dontNeed(base + slots.lowerBound * vmPageSize, slots.count * vmPageSize)
     }
 

@@ -91,12 +91,7 @@
 
     /// `madvise` calls made to release batches of window slots (0 but with
     /// `.batched(batch:)`).
-    public var unmapCalls: Int {
-      guard let window else { return 0 }
-      window.machine.lock()
-      defer { window.machine.unlock() }
-      return window.machine.unmapCalls
-    }
+    public var unmapCalls: Int { window?.machine.unmapCalls ?? 0 }
 
     // MARK: Allocation
 
