@@ -64,6 +64,7 @@ for bad in abc 0 -5 99999999; do
   echo "SFBUF_NSFBUFS=$bad: refused ($status): $(head -1 <<<"$out")"
 done
 SFBUF_NSFBUFS=64 .build/debug/sfbuf run --seconds 0.2 --threads 2 | grep "sfbufs in use"
+SFBUF_NSFBUFS=64 .build/debug/sfbuf run --seconds 0.2 --threads 2 --policy batched | grep "0 wrong"
 
 # Swift Testing's tests, plus four checks here: the kernel self-test, its mutant caught,
 # the refusal of bad settings, and a small run.

@@ -16,10 +16,7 @@ struct RunCommand: ParsableCommand {
       """
   )
 
-  @Option(help: "Window slots (default: SFBUF_NSFBUFS, else 512).")
-  var nsfbufs: Int?
-  @Flag(help: "Use the direct map instead of a window.")
-  var direct = false
+  @OptionGroup var poolOptions: PoolOptions
   @Option(help: "Pages in the anonymous object.")
   var pages = 4096
   @Option(help: "Threads allocating.")
@@ -45,13 +42,13 @@ struct RunCommand: ParsableCommand {
   }
 
   func run() throws {
-    let pool = try makePool(nsfbufs: nsfbufs, direct: direct)
+    let pool = try poolOptions.makePool()
     let object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-run")
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
     defer { object.unwire(pages: 0..<pages) }
 
-    let kind = pool.isDirectMap ? "direct map" : "window of \(pool.stats.nsfbufs) slots"
+    let kind = poolOptions.describe(pool)
     print(
       "sfbuf: \(threads) threads, \(kind), object of \(pages) pages, Zipf(\(skew)),"
         + " holding \(hold) each, \(fmt(seconds, 1)) s")
@@ -124,22 +121,6 @@ func tagPages(_ object: VMObject, count: Int) throws {
     var t = tag(object, i)
     let n = pwrite(object.fileDescriptor, &t, 8, off_t(i * vmPageSize))
     if n != 8 { throw ToolError("pwrite of page \(i)'s tag failed: errno \(errno)") }
-  }
-}
-
-/// The pool a command asked for: `--direct`, else a window of `--nsfbufs`, else of
-/// `SFBUF_NSFBUFS`, else of 512 slots. A bad value is reported naming its setting.
-func makePool(nsfbufs: Int?, direct: Bool) throws -> SFBufPool {
-  if direct { return .directMap() }
-  do {
-    if let n = nsfbufs {
-      _ = try SFBufPool.parseSlots(String(n), setting: "--nsfbufs")
-      return try SFBufPool(nsfbufs: n)
-    }
-    let env = getenv(SFBufPool.environmentVariable).map { String(cString: $0) }
-    return try SFBufPool(nsfbufs: SFBufPool.parseSlots(env) ?? 512)
-  } catch {
-    throw ToolError(error.description)
   }
 }
 

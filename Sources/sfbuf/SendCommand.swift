@@ -32,11 +32,7 @@ struct SendCommand: ParsableCommand {
   @Option(help: "Bytes of the file to send; 0 sends to the end of the file.")
   var count = 0
 
-  @Option(help: "Window slots (default: SFBUF_NSFBUFS, else 512).")
-  var nsfbufs: Int?
-
-  @Flag(help: "Map pages through the direct map instead of a window.")
-  var direct = false
+  @OptionGroup var poolOptions: PoolOptions
 
   @Flag(help: "Ask for zero-copy sends (SO_ZEROCOPY, MSG_ZEROCOPY).")
   var zerocopy = false
@@ -47,16 +43,13 @@ struct SendCommand: ParsableCommand {
   func validate() throws {
     guard offset >= 0 else { throw ValidationError("--offset must not be negative, not \(offset)") }
     guard count >= 0 else { throw ValidationError("--count must not be negative, not \(count)") }
-    if direct && nsfbufs != nil {
-      throw ValidationError("--nsfbufs and --direct are exclusive: a window or the direct map")
-    }
     guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
     _ = try Endpoint(destination)
   }
 
   func run() throws {
     let to = try Endpoint(destination)
-    let pool = try makePool(nsfbufs: nsfbufs, direct: direct)
+    let pool = try poolOptions.makePool()
     let object: VMObject
     do { object = try VMObject.file(FilePath(file)) } catch {
       throw CommandFailure("cannot open \(file): \(error.reason)")
@@ -82,7 +75,7 @@ struct SendCommand: ParsableCommand {
     let zc = socket.zeroCopyStats
     socket.close()
     let elapsed = now() - start
-    let kind = pool.isDirectMap ? "the direct map" : "a window of \(pool.stats.nsfbufs) slots"
+    let kind = "the " + poolOptions.describe(pool)
     printError(
       "sfbuf send: sent \(sent) bytes of \(file) to \(destination) in \(fmt(elapsed, 3)) s"
         + " (\(fmt(Double(sent) / elapsed / 1e9, 3)) GB/s) through \(kind)")

@@ -55,6 +55,7 @@ struct CLITests {
     let f = TempFile(size: 300_000)
     for (extra, offset, count) in [
       (["--nsfbufs", "8"], 3, 100_000), (["--direct", "--zerocopy"], 0, 0),
+      (["--nsfbufs", "8", "--policy", "batched", "--batch", "2"], 4097, 200_000),
     ] {
       let out = makeTempPath("sfsendfile-cli-out")
       let log = makeTempPath("sfsendfile-cli-log")
@@ -106,6 +107,12 @@ struct CLITests {
       (["send", f.path, "127.0.0.1:9", "--offset=-1"], "--offset must not be negative"),
       (["send", f.path, "127.0.0.1:9", "--nsfbufs", "0"], "nsfbufs"),
       (["send", f.path, "127.0.0.1:9", "--nsfbufs", "8", "--direct"], "exclusive"),
+      (
+        ["send", f.path, "127.0.0.1:9", "--direct", "--policy", "batched"], "not to the direct map"
+      ),
+      (["send", f.path, "127.0.0.1:9", "--policy", "lazy"], "'lazy' is invalid for '--policy"),
+      (["send", f.path, "127.0.0.1:9", "--batch", "4"], "--batch applies to --policy batched"),
+      (["send", f.path, "127.0.0.1:9", "--policy", "batched", "--batch", "0"], "at least 1"),
       (["recv", "70000"], "PORT must be in 0...65535"),
     ] {
       (status, err) = try run(args)
