@@ -30,6 +30,8 @@ struct BenchPagesCommand: ParsableCommand {
       word), zipf (Zipf(0.99) over 16 x nsfbufs pages; one word), seq (each thread scans
       its share of 16 x nsfbufs pages in order, reading every word of every page).
       pread reads what the access reads (8 bytes, or the whole page for seq).
+      --workload, --threads and --peer measure a part of the table (direct and pread are
+      always measured: the ratios need them).
 
       --json prints one object: {"schema": "sfbuf-bench-pages/1", "config": {...},
       "tlbCounter": bool, "cells": [{"workload", "threads", "peer", "pages",
