@@ -332,7 +332,7 @@ final class PageBench: @unchecked Sendable {
     let object = self.object
     let fd = object.fileDescriptor
     let whole = w == .seq
-    let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: 64)
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: vmPageSize)
     defer { buffer.deallocate() }
     switch peer {
     case .pread:
