@@ -82,12 +82,14 @@ extension SFBufAllocator {
     machine.lock()
     defer { machine.unlock() }
     var count = min(limit, nsfbufs)
+    var cached = false
     for i in 0..<count {
       let s = lookup(page(i))
       if s >= 0 && isInUse(s) {
         count = i
         break
       }
+      cached = cached || s >= 0
     }
     guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
     let blocks = nsfbufs / count
@@ -106,7 +108,7 @@ extension SFBufAllocator {
       }
     }
     guard first >= 0 else { return nil }
-    for i in 0..<count {
+    for i in 0..<count where cached {
       let s = lookup(page(i))
       if s >= 0 { forget(s) }
     }
