@@ -2,7 +2,7 @@ import SFBufCore
 import Testing
 
 /// A machine that only records: which slot maps which page, and every batch release.
-final class BatchRecordingMachine: SFBufMachine {
+final class BatchRecordingMachine: UntrackedTestMachine {
   struct Key: SFBufPageKey {
     var n: Int
     var hashKey: UInt { UInt(n) }
@@ -23,13 +23,6 @@ final class BatchRecordingMachine: SFBufMachine {
     mapped[slot] = page.n
     return true
   }
-  static var tracksTLBs: Bool { false }
-  var currentCPU: Int { 0 }
-  var allCPUs: CPUSet { .first(1) }
-  func invalidateLocal(slot: Int) {}
-  func shootdown(slot: Int, cpus: CPUSet) {}
-  var isPinned: Bool { true }
-  func isWired(_ page: Key) -> Bool { true }
   func makeSleeper() -> Sleeper { Sleeper() }
   func prepareToSleep(_ sleeper: Sleeper) {}
   func sleep(_ sleeper: Sleeper, interruptible: Bool) -> Bool { false }

@@ -8,7 +8,7 @@ import Testing
 /// until the test opens the gate, so that a test can look at the allocator while a miss maps
 /// outside the lock. It maps concurrently, keeps no TLBs (so hits on slots in use take the
 /// lock-free path), and sleeps on real threads.
-final class GatedMachine: SFBufMachine, @unchecked Sendable {
+final class GatedMachine: UntrackedTestMachine, @unchecked Sendable {
   struct Key: SFBufPageKey {
     var n: Int
     var hashKey: UInt { UInt(n) }
@@ -53,13 +53,6 @@ final class GatedMachine: SFBufMachine, @unchecked Sendable {
   func map(run first: Key, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
     try map(first, slot: slot)
   }
-  static var tracksTLBs: Bool { false }
-  var currentCPU: Int { 0 }
-  var allCPUs: CPUSet { .first(1) }
-  func invalidateLocal(slot: Int) {}
-  func shootdown(slot: Int, cpus: CPUSet) {}
-  var isPinned: Bool { true }
-  func isWired(_ page: Key) -> Bool { true }
   func makeSleeper() -> Sleeper { Sleeper() }
   func prepareToSleep(_ s: Sleeper) { s.woken.store(false, ordering: .relaxed) }
   func sleep(_ s: Sleeper, interruptible: Bool) -> Bool {
@@ -69,7 +62,30 @@ final class GatedMachine: SFBufMachine, @unchecked Sendable {
   func wake(_ s: Sleeper) { s.woken.store(true, ordering: .releasing) }
 
   func entered(_ n: Int) -> Int { state.with { $0.entered.filter { $0 == n }.count } }
-  func open(_ n: Int) { state.with { _ = $0.gated.remove(n) } }
+
+  /// Gates page `n` (refusing its first mapping if `refusing`), runs `mapper` on a thread
+  /// until it is inside the `map` of page `n`, then `waiter` on another, and `meanwhile`
+  /// here; 50 ms later opens the gate and joins both. Returns whether both were still
+  /// blocked when the gate opened.
+  func race(
+    page n: Int, refusing: Bool = false, mapper: @escaping @Sendable () -> Void,
+    waiter: @escaping @Sendable () -> Void, meanwhile: () throws -> Void = {}
+  ) rethrows -> Bool {
+    state.with {
+      $0.gated.insert(n)
+      if refusing { $0.refuseOnce.insert(n) }
+    }
+    let first = TestThread(mapper)
+    #expect(waitUntil { self.entered(n) == 1 })
+    let second = TestThread(waiter)
+    try meanwhile()
+    usleep(50_000)
+    let blocked = !first.isDone && !second.isDone
+    state.with { _ = $0.gated.remove(n) }
+    first.join()
+    second.join()
+    return blocked
+  }
 }
 
 /// The batched policy's misses map outside the lock (SPEC §4, batching): what an allocation
@@ -90,30 +106,26 @@ struct ConcurrentMappingTests {
     }
   }
 
+  func batched(_ slots: Int, _ m: GatedMachine) -> SFBufAllocator<GatedMachine> {
+    SFBufAllocator(machine: m, nsfbufs: slots, policy: .batched(batch: 2))
+  }
+
   @Test("a hit on a page being mapped waits for that mapping, even with SFB_NOWAIT")
   func hitWaits() throws {
     let m = GatedMachine()
-    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: .batched(batch: 2))
-    m.state.with { $0.gated = [7] }
+    nonisolated(unsafe) let a = batched(4, m)
     let first = Shared<Int?>(nil)
     let second = Shared<Int?>(nil)
-    let tA = TestThread {
-      let s = try? a.allocate(Key(n: 7))
-      first.with { $0 = s }
-    }
-    #expect(waitUntil { m.entered(7) == 1 })
-    let tB = TestThread {
-      let s = try? a.allocate(Key(n: 7), flags: .noWait)
-      second.with { $0 = s }
-    }
-    // Meanwhile the lock is free: another page misses and maps at once.
-    let other = try a.allocate(Key(n: 3))
-    usleep(50_000)
-    #expect(!tA.isDone && !tB.isDone, "nobody may use page 7's slot before it is mapped")
-    #expect(a.checkInvariants() == nil)
-    m.open(7)
-    tA.join()
-    tB.join()
+    var other = -1
+    let blocked = try m.race(
+      page: 7, mapper: { first.with { $0 = try? a.allocate(Key(n: 7)) } },
+      waiter: { second.with { $0 = try? a.allocate(Key(n: 7), flags: .noWait) } },
+      meanwhile: {
+        // The lock is free meanwhile: another page misses and maps at once.
+        other = try a.allocate(Key(n: 3))
+        #expect(a.checkInvariants() == nil)
+      })
+    #expect(blocked, "nobody may use page 7's slot before it is mapped")
     let s = try #require(first.get)
     #expect(second.get == s)
     #expect(a.references(ofSlot: s) == 2)
@@ -127,52 +139,30 @@ struct ConcurrentMappingTests {
   @Test("a lock-free hit does not take a slot that is still being mapped")
   func lockFreeHitWaits() throws {
     let m = GatedMachine()
-    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: .batched(batch: 2))
-    m.state.with { $0.gated = [5] }
-    let done = Shared(0)
-    let tA = TestThread {
-      _ = try? a.allocate(Key(n: 5))
-      done.with { $0 += 1 }
-    }
-    #expect(waitUntil { m.entered(5) == 1 })
-    // The slot now has one reference (the mapper's), the case where hits skip the lock.
-    let tB = TestThread {
-      _ = try? a.allocate(Key(n: 5))
-      done.with { $0 += 1 }
-    }
-    usleep(50_000)
-    #expect(done.get == 0)
-    m.open(5)
-    tA.join()
-    tB.join()
-    #expect(done.get == 2)
+    nonisolated(unsafe) let a = batched(4, m)
+    // While page 5 is mapped its slot has one reference (the mapper's): the case where hits
+    // skip the lock.
+    let blocked = try m.race(
+      page: 5, mapper: { _ = try? a.allocate(Key(n: 5)) },
+      waiter: { _ = try? a.allocate(Key(n: 5)) })
+    #expect(blocked)
     #expect(a.stats.hits == 1)
+    #expect(a.references(ofSlot: try #require(a.cachedSlot(of: Key(n: 5)))) == 2)
     #expect(a.checkInvariants() == nil)
   }
 
   @Test("a refused mapping wakes its waiters, which map the page themselves")
   func refusalWakesWaiters() throws {
     let m = GatedMachine()
-    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 4, policy: .batched(batch: 2))
-    m.state.with {
-      $0.gated = [9]
-      $0.refuseOnce = [9]
-    }
+    nonisolated(unsafe) let a = batched(4, m)
     let first = Shared<Result<Int, SFBufError>?>(nil)
     let second = Shared<Result<Int, SFBufError>?>(nil)
-    let tA = TestThread {
-      let r = Result { () throws(SFBufError) in try a.allocate(Key(n: 9)) }
-      first.with { $0 = r }
-    }
-    #expect(waitUntil { m.entered(9) == 1 })
-    let tB = TestThread {
-      let r = Result { () throws(SFBufError) in try a.allocate(Key(n: 9)) }
-      second.with { $0 = r }
-    }
-    usleep(50_000)
-    m.open(9)
-    tA.join()
-    tB.join()
+    let blocked = try m.race(
+      page: 9, refusing: true,
+      mapper: { first.with { $0 = Result { () throws(SFBufError) in try a.allocate(Key(n: 9)) } } },
+      waiter: { second.with { $0 = Result { () throws(SFBufError) in try a.allocate(Key(n: 9)) } } }
+    )
+    #expect(blocked)
     #expect(throws: SFBufError.mappingRefused(errno: 13)) { try first.get!.get() }
     let s = try second.get!.get()
     #expect(a.page(ofSlot: s) == Key(n: 9))
@@ -185,26 +175,19 @@ struct ConcurrentMappingTests {
   @Test("a page run maps outside the lock too; its pages' hits wait for it")
   func runWaits() throws {
     let m = GatedMachine()
-    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 8, policy: .batched(batch: 2))
-    m.state.with { $0.gated = [20] }
+    nonisolated(unsafe) let a = batched(8, m)
     let first = Shared<Int?>(nil)
     let hit = Shared<Int?>(nil)
-    let tA = TestThread {
-      let s = try? a.allocateRun(count: 4) { Key(n: 20 + $0) }
-      first.with { $0 = s?.first }
-    }
-    #expect(waitUntil { m.entered(20) == 1 })
-    let tB = TestThread {
-      let s = try? a.allocate(Key(n: 22))
-      hit.with { $0 = s }
-    }
-    let other = try a.allocate(Key(n: 1))
-    usleep(50_000)
-    #expect(!tA.isDone && !tB.isDone)
-    #expect(a.checkInvariants() == nil)
-    m.open(20)
-    tA.join()
-    tB.join()
+    var other = -1
+    let blocked = try m.race(
+      page: 20,
+      mapper: { first.with { $0 = (try? a.allocateRun(count: 4) { Key(n: 20 + $0) })?.first } },
+      waiter: { hit.with { $0 = try? a.allocate(Key(n: 22)) } },
+      meanwhile: {
+        other = try a.allocate(Key(n: 1))
+        #expect(a.checkInvariants() == nil)
+      })
+    #expect(blocked)
     let f = try #require(first.get)
     #expect(hit.get == f + 2)
     #expect(!(f..<(f + 4)).contains(other))
@@ -218,26 +201,18 @@ struct ConcurrentMappingTests {
   @Test("a refused page run gives every slot back and wakes its pages' waiters")
   func refusedRun() throws {
     let m = GatedMachine()
-    nonisolated(unsafe) let a = SFBufAllocator(machine: m, nsfbufs: 8, policy: .batched(batch: 2))
-    m.state.with {
-      $0.gated = [30]
-      $0.refuseOnce = [30]
-    }
+    nonisolated(unsafe) let a = batched(8, m)
     let run = Shared<Result<(first: Int, count: Int)?, SFBufError>?>(nil)
     let single = Shared<Int?>(nil)
-    let tA = TestThread {
-      let r = Result { () throws(SFBufError) in try a.allocateRun(count: 4) { Key(n: 30 + $0) } }
-      run.with { $0 = r }
-    }
-    #expect(waitUntil { m.entered(30) == 1 })
-    let tB = TestThread {
-      let s = try? a.allocate(Key(n: 31))
-      single.with { $0 = s }
-    }
-    usleep(50_000)
-    m.open(30)
-    tA.join()
-    tB.join()
+    let blocked = try m.race(
+      page: 30, refusing: true,
+      mapper: {
+        run.with {
+          $0 = Result { () throws(SFBufError) in try a.allocateRun(count: 4) { Key(n: 30 + $0) } }
+        }
+      },
+      waiter: { single.with { $0 = try? a.allocate(Key(n: 31)) } })
+    #expect(blocked)
     #expect(throws: SFBufError.mappingRefused(errno: 13)) { _ = try run.get!.get() }
     let s = try #require(single.get)
     #expect(a.page(ofSlot: s) == Key(n: 31))

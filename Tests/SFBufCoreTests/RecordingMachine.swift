@@ -75,3 +75,17 @@ final class RecordingMachine: SFBufMachine {
     return events
   }
 }
+
+/// What the test machines with one CPU and no TLBs to track have in common: every page is
+/// wired, every caller pinned, and the CPU-set rules are skipped.
+protocol UntrackedTestMachine: SFBufMachine {}
+
+extension UntrackedTestMachine {
+  static var tracksTLBs: Bool { false }
+  var currentCPU: Int { 0 }
+  var allCPUs: CPUSet { .first(1) }
+  func invalidateLocal(slot: Int) {}
+  func shootdown(slot: Int, cpus: CPUSet) {}
+  var isPinned: Bool { true }
+  func isWired(_ page: Page) -> Bool { true }
+}
