@@ -32,9 +32,12 @@ let package = Package(
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
     // The users the manual names: sendfile(2) and zero-copy send, on the public API only.
     .target(name: "SFSendfile", dependencies: ["SFBufHost", "CSFBufLinux"]),
+    // Heap allocations counted per thread, for `sfbuf bench` (linked into the tool only).
+    .target(name: "CSFBufAllocCount"),
     .executableTarget(
       name: "sfbuf",
       dependencies: [
+        "CSFBufAllocCount",
         "SFBufHost",
         "SFBufSim",
         "SFSendfile",
@@ -47,7 +50,8 @@ let package = Package(
     .target(
       name: "SFBufTestSupport", dependencies: ["CSFBufLinux"], path: "Tests/SFBufTestSupport"),
     .testTarget(
-      name: "SFSendfileTests", dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport"]),
+      name: "SFSendfileTests",
+      dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport", "CSFBufAllocCount"]),
     .testTarget(
       name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux", "SFBufTestSupport"]),
   ],

@@ -133,10 +133,12 @@ public protocol SFBufMachine: AnyObject {
 
   // MARK: Sleeping
 
-  /// A new sleeper for one waiting thread. Called rarely (a first sleep), with the lock held.
+  /// A new sleeper. Called rarely (when more allocations wait at once than ever before),
+  /// with the lock held: the allocator keeps sleepers and reuses them for later waits, of
+  /// any thread.
   func makeSleeper() -> Sleeper
-  /// Readies `sleeper` for one sleep: a ``wake(_:)`` after this call must not be lost.
-  /// *Locked.*
+  /// Readies `sleeper` for one sleep of the calling thread: a ``wake(_:)`` after this call
+  /// must not be lost. *Locked.*
   func prepareToSleep(_ sleeper: Sleeper)
   /// Blocks until ``wake(_:)`` is called for `sleeper` (returns `true`) or, only when
   /// `interruptible`, until a signal arrives (returns `false`). Called without the lock.

@@ -96,6 +96,11 @@ extension SFBufAllocator {
         "a sleeper waits while \(book.freeCount - book.reserved) free slots are promised to nobody"
     }
     if book.reserved < 0 { return "reservations went negative (\(book.reserved))" }
+    var spare = book.spareWaiters
+    while let w = spare {
+      if w.state != .idle { return "a spare waiter is still \(w.state)" }
+      spare = w.next
+    }
     return nil
   }
 }

@@ -232,8 +232,9 @@ extension SFBufAllocator {
 
   // MARK: Sleepers: FIFO, one woken per free slot
 
-  /// One sleeping allocation. Created by the allocator on a first sleep; reused across the
-  /// sleeps of one allocation.
+  /// One sleeping allocation: its place in a queue, and its machine sleeper. Reused across
+  /// the sleeps of one allocation, then kept for later ones: the allocator makes one only
+  /// when more allocations wait at once than ever before.
   public final class Waiter {
     /// `queued` for a free slot, `woken` holding a reservation of one, or `awaitingMapping`
     /// of slot ``mappingSlot`` by another allocation.
@@ -283,10 +284,32 @@ extension SFBufAllocator {
     }
   }
 
+  /// A waiter for an allocation that must sleep: a spare one, or a new one (a heap
+  /// allocation) when more allocations wait at once than ever before. Locked.
+  @inlinable func spareWaiter() -> Waiter {
+    guard let w = book.pointee.spareWaiters else {
+      return Waiter(sleeper: machine.makeSleeper())
+    }
+    book.pointee.spareWaiters = w.next
+    w.next = nil
+    return w
+  }
+
+  /// Keeps the waiter of an allocation that has ended (returned, thrown, or given up) for a
+  /// later one, and sets `waiter` to `nil`. The waiter is in no queue: every path out of an
+  /// allocation leaves it idle. Locked.
+  @inlinable func recycle(_ waiter: inout Waiter?) {
+    guard let w = waiter else { return }
+    waiter = nil
+    precondition(w.state == .idle && w.next == nil, "sf_buf: a waiter left a queue while in it")
+    w.next = book.pointee.spareWaiters
+    book.pointee.spareWaiters = w
+  }
+
   /// Queues `w` (made on first use) to sleep until the mapping of slot `s` by another
   /// allocation is published or refused.
   @inlinable @inline(never) func awaitMapping(_ s: Int32, _ waiter: inout Waiter?) {
-    let w = waiter ?? Waiter(sleeper: machine.makeSleeper())
+    let w = waiter ?? spareWaiter()
     waiter = w
     machine.prepareToSleep(w.sleeper)
     w.state = .awaitingMapping

@@ -63,6 +63,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var mappingsInFlight = 0
     @usableFromInline var waitHead: Waiter?
     @usableFromInline var waitTail: Waiter?
+    /// Waiters of finished allocations, kept for the next ones that must sleep.
+    @usableFromInline var spareWaiters: Waiter?
     /// The counters, less the hits taken without the lock (counted in the slots' words).
     @usableFromInline var counters = SFBufStats()
     /// Deliberate bugs, for showing that the coherence checkers catch them. Empty in use.
@@ -165,10 +167,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       do {
         slot = try attemptAndMap(page, flags, &waiter, &usedDelta)
       } catch {
+        recycle(&waiter)
         machine.unlock()
         throw error
       }
       if let slot {
+        recycle(&waiter)
         machine.unlock()
         return slot
       }
@@ -179,6 +183,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       machine.lock()
       if !woke {
         abandonLocked(waiter!)
+        recycle(&waiter)
         machine.unlock()
         throw .interrupted
       }
@@ -186,9 +191,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   /// One allocation attempt for callers that wait in their own way (an `async` task): returns
-  /// the slot, or `nil` after queueing `waiter` (created on first use) and preparing its
+  /// the slot, or `nil` after queueing `waiter` (set on first use) and preparing its
   /// sleeper. After the sleeper is woken, call again with the same `waiter`; if the wait ends
-  /// otherwise (cancellation), call ``abandon(_:)``.
+  /// otherwise (cancellation), call ``abandon(_:)``. Once the call returns a slot or throws,
+  /// `waiter` is `nil` again (the allocator keeps it for a later wait).
   @inlinable
   public func tryAllocate(
     _ page: Page, flags: SFBufFlags, waiter: inout Waiter?
@@ -206,14 +212,24 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     checkCaller(page, flags)
     machine.lock()
     defer { machine.unlock() }
-    return try attemptAndMap(page, flags, &waiter, &usedDelta)
+    do {
+      let slot = try attemptAndMap(page, flags, &waiter, &usedDelta)
+      if slot != nil { recycle(&waiter) }
+      return slot
+    } catch {
+      recycle(&waiter)
+      throw error
+    }
   }
 
   /// Gives up a wait begun by ``tryAllocate(_:flags:waiter:)``: leaves the queue, passes on
-  /// a wake-up it may have received, and counts a failed allocation.
+  /// a wake-up it may have received, and counts a failed allocation. `waiter` must not be
+  /// used again.
   public func abandon(_ waiter: Waiter) {
     machine.lock()
     abandonLocked(waiter)
+    var w: Waiter? = waiter
+    recycle(&w)
     machine.unlock()
   }
 
@@ -309,7 +325,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Step 3 of ``attempt``, out of line: queues `waiter` (made on first use) to sleep.
   @inlinable @inline(never) func queue(_ waiter: inout Waiter?, atFront: Bool) {
     book.pointee.counters.sf_allocwait &+= 1
-    let w = waiter ?? Waiter(sleeper: machine.makeSleeper())
+    let w = waiter ?? spareWaiter()
     waiter = w
     machine.prepareToSleep(w.sleeper)
     enqueue(w, atFront: atFront)

@@ -101,7 +101,8 @@
     /// Cost: direct map, a few loads and the handle's two retains; window hit on a mapping in
     /// use, a hash lookup and one compare-and-swap (no lock); window hit on a free cached
     /// mapping, the same under the pool lock; window miss, one `mmap` (about 3 µs); a full
-    /// window sleeps unless `.noWait`. No heap allocation but for a first sleep.
+    /// window sleeps unless `.noWait`. No heap allocation, unless more allocations sleep at
+    /// once than ever before in this pool (each then makes its sleeper, kept for later).
     /// - Precondition: `page` is wired; with `.cpuPrivate`, the thread is pinned
     ///   (``sched_pin()``). Otherwise the process stops with a message naming the mistake.
     /// - Throws: ``SFBufError/wouldBlock``, ``SFBufError/interrupted`` (a signal, with

@@ -66,8 +66,10 @@ extension SimMachine {
   /// A sleeper for the ``running`` thread.
   public func makeSleeper() -> SimSleeper { SimSleeper(thread: runningThread) }
 
-  /// Blocks the sleeper's thread: the scheduler will not run it until ``wake(_:)``.
+  /// Blocks the ``running`` thread, whose sleeper `sleeper` becomes (sleepers are reused by
+  /// later allocations): the scheduler will not run it until ``wake(_:)``.
   public func prepareToSleep(_ sleeper: SimSleeper) {
+    sleeper.thread = runningThread
     sleeper.isWoken = false
     threads[sleeper.thread].isBlocked = true
   }

@@ -14,8 +14,8 @@ struct SimThreadState {
 /// Created by the allocator through ``SimMachine/makeSleeper()``; ``isWoken`` tells the
 /// driver that the thread may retry its allocation.
 public final class SimSleeper {
-  /// The thread that sleeps.
-  public let thread: Int
+  /// The thread that sleeps (the last one that prepared to).
+  public internal(set) var thread: Int
   /// Whether the allocator woke the thread since it last went to sleep.
   public internal(set) var isWoken = false
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSFBufAllocCount
 import Glibc
 import SFBufCore
 import SFBufHost
@@ -21,9 +22,8 @@ struct BenchPagesCommand: ParsableCommand {
       min and max; with 2 threads, wall time x threads / pages, i.e. per thread), the
       window's hit rate, mapping system calls per page (mmap, munmap, madvise), TLB
       shootdowns per page (delta of the TLB: line of /proc/interrupts, all CPUs; n/a where
-      the file lacks it). Heap allocations per access are not counted here (glibc offers no
-      hook): they are counted exactly by the microbenchmarks of Benchmarks/, whose CI check
-      requires 0 on the hit and direct-map paths; allocsPerAccess is null.
+      the file lacks it), heap allocations per access (malloc and its kin, counted per
+      thread around the access loop by the tool's own malloc, which forwards to glibc's).
 
       Workloads: hot (32 pages per thread, each also held by a keeper, so hits find
       mappings in use; one word read per access), uniform (uniform random pages over 8 x nsfbufs pages; one
@@ -37,7 +37,7 @@ struct BenchPagesCommand: ParsableCommand {
       "tlbCounter": bool, "cells": [{"workload", "threads", "peer", "pages",
       "nsPerPage": {"median", "min", "max"}, "hitRate" (null off the window),
       "mapCallsPerPage", "shootdownsPerPage" (null without the TLB line),
-      "shootdownsPerMiss" (null off the window or without misses), "allocsPerAccess" (null),
+      "shootdownsPerMiss" (null off the window or without misses), "allocsPerAccess",
       "vsDirect", "vsPread"}]}. Ratios are median ns per page over the direct map's and
       pread's in the same workload and thread count (above 1: slower).
       """
@@ -126,6 +126,7 @@ struct BenchTrial {
   var hits = 0
   var misses = 0
   var mapCalls = 0
+  var allocations = 0
   var shootdowns: Int?
 }
 
@@ -158,6 +159,9 @@ struct BenchCell {
     trials.reduce(0 as Int?) { acc, t in acc.flatMap { a in t.shootdowns.map { a + $0 } } }
   }
   var shootdownsPerPage: Double? { shootdowns.map { Double($0) / Double(max(pages, 1)) } }
+  var allocsPerAccess: Double {
+    Double(trials.reduce(0) { $0 + $1.allocations }) / Double(max(pages, 1))
+  }
   var shootdownsPerMiss: Double? {
     let m = trials.reduce(0) { $0 + $1.misses }
     guard isWindow, m > 0, let s = shootdowns else { return nil }
@@ -264,10 +268,10 @@ final class PageBench: @unchecked Sendable {
         }
       }
     }
-    // Warm-up: fault the object in, make the direct mapping, fill the windows.
-    for w in workloads {
-      for p in peers { _ = trial(w, threads: 1, peer: p, limit: 2000) }
-    }
+    // Warm-up: fault the object in, make the direct mapping, fill the windows, and let
+    // every path run once (the Swift runtime allocates on a first call of some generics;
+    // the allocator makes its sleepers on its first waits).
+    for c in cells { _ = trial(c.workload, threads: c.threads, peer: c.peer, limit: 2000) }
     for _ in 0..<trialCount {
       for i in 0..<cells.count {
         let c = cells[i]
@@ -291,6 +295,7 @@ final class PageBench: @unchecked Sendable {
     let start = BenchBarrier(threads)
     let sink = Atomic<UInt64>(0)
     let calls = Atomic<Int>(0)
+    let allocations = Atomic<Int>(0)
     let t0 = BenchShared(0.0)
     runThreads(threads) { t in
       let seq = seqs[t]
@@ -298,15 +303,17 @@ final class PageBench: @unchecked Sendable {
       start.wait {
         t0.set(now())
       }
-      let (value, mapCalls) = self.run(w, peer, pool, seq, n)
+      let (value, mapCalls, allocs) = self.run(w, peer, pool, seq, n)
       sink.add(value, ordering: .relaxed)
       calls.add(mapCalls, ordering: .relaxed)
+      allocations.add(allocs, ordering: .relaxed)
     }
     let elapsed = now() - t0.get()
     for sf in kept { pool!.sf_buf_free(sf) }
     var r = BenchTrial()
     r.seconds = elapsed
     r.pages = seqs.reduce(0) { $0 + min($1.count, limit) }
+    r.allocations = allocations.load(ordering: .relaxed)
     if let pool, let s0 = before.0 {
       let s1 = pool.stats
       r.hits = s1.hits - s0.hits
@@ -320,10 +327,10 @@ final class PageBench: @unchecked Sendable {
     return r
   }
 
-  /// One thread's share of a trial; returns a value of the data read, and the mapping
-  /// system calls it made itself (the mmap peer).
+  /// One thread's share of a trial; returns a value of the data read, the mapping system
+  /// calls it made itself (the mmap peer), and the heap allocations its accesses made.
   func run(_ w: BenchWorkload, _ peer: BenchPeer, _ pool: SFBufPool?, _ seq: [Int], _ n: Int)
-    -> (UInt64, Int)
+    -> (UInt64, Int, Int)
   {
     var acc: UInt64 = 0
     var calls = 0
@@ -334,6 +341,7 @@ final class PageBench: @unchecked Sendable {
     let whole = w == .seq
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: vmPageSize)
     defer { buffer.deallocate() }
+    let allocations = sfb_thread_allocations()
     switch peer {
     case .pread:
       for k in 0..<n {
@@ -374,7 +382,7 @@ final class PageBench: @unchecked Sendable {
         }
       }
     }
-    return (acc, calls)
+    return (acc, calls, Int(sfb_thread_allocations() - allocations))
   }
 
   // MARK: Output
@@ -414,7 +422,7 @@ final class PageBench: @unchecked Sendable {
           + padLeft(fmt(c.mapCallsPerPage, 3), 9)
           + padLeft(c.shootdownsPerPage.map { fmt($0, 3) } ?? "n/a", 8)
           + padLeft(c.shootdownsPerMiss.map { fmt($0, 3) } ?? (tlb ? "-" : "n/a"), 9)
-          + padLeft("n/a", 7) + padLeft(fmt(vd, 2), 9)
+          + padLeft(fmt(c.allocsPerAccess, 3), 7) + padLeft(fmt(vd, 2), 9)
           + padLeft(fmt(vp, 2), 8))
     }
     print("ns/page: median of the trials (per thread with 2 threads); x: median over the")
@@ -436,7 +444,7 @@ final class PageBench: @unchecked Sendable {
         + " \"mapCallsPerPage\": \(num(c.mapCallsPerPage)),"
         + " \"shootdownsPerPage\": \(num(c.shootdownsPerPage)),"
         + " \"shootdownsPerMiss\": \(num(c.shootdownsPerMiss)),"
-        + " \"allocsPerAccess\": null, \"vsDirect\": \(num(vd)),"
+        + " \"allocsPerAccess\": \(num(c.allocsPerAccess)), \"vsDirect\": \(num(vd)),"
         + " \"vsPread\": \(num(vp))}"
     }.joined(separator: ", ")
     return out + "]}"
@@ -463,7 +471,7 @@ func tlbShootdowns() -> Int? {
   defer { fclose(f) }
   var line = [CChar](repeating: 0, count: 4096)
   while fgets(&line, Int32(line.count), f) != nil {
-    let s = String(cString: line)
+    let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     let fields = s.split(separator: " ", omittingEmptySubsequences: true)
     guard fields.first == "TLB:" else { continue }
     return fields.dropFirst().prefix { Int($0) != nil }.reduce(0) { $0 + Int($1)! }

@@ -144,4 +144,34 @@ struct CLITests {
     }
     #expect(json.hasPrefix("{") && json.hasSuffix("}\n"))
   }
+
+  @Test("bench pages --json: every cell, the documented keys, no heap allocation per access")
+  func benchPagesJSON() throws {
+    let out = makeTempPath("sfbuf-bench-pages")
+    defer { unlink(out) }
+    let p = try Peer(
+      [
+        try Self.tool(), "bench", "--quick", "--json", "--trials", "1", "--workload", "hot",
+        "--workload", "uniform", "--nsfbufs", "64",
+      ], stdout: out)
+    #expect(p.wait(timeout: 60) == 0)
+    let json = String(decoding: readAll(out), as: UTF8.self)
+    #expect(json.hasPrefix("{\"schema\": \"sfbuf-bench-pages/1\""))
+    for key in [
+      "config", "nsfbufs", "batch", "runPages", "objectPages", "trials", "quick", "cpus",
+      "tlbCounter", "cells", "workload", "threads", "peer", "pages", "nsPerPage", "median", "min",
+      "max", "hitRate", "mapCallsPerPage", "shootdownsPerPage", "shootdownsPerMiss",
+      "allocsPerAccess", "vsDirect", "vsPread",
+    ] {
+      #expect(json.contains("\"\(key)\":"), "missing key \(key)")
+    }
+    // Allocation counts do not depend on timing: every access of every peer, hits and
+    // misses alike, allocates nothing (the tool counts malloc and its kin per thread).
+    let cells = json.matches(
+      of: /"workload": "(\w+)", "threads": (\d), "peer": "(\w+)".*?"allocsPerAccess": ([^,]+),/)
+    #expect(cells.count == 2 * 2 * 5)
+    for c in cells {
+      #expect(c.output.4 == "0.0", "\(c.output.1) \(c.output.2) \(c.output.3): \(c.output.4)")
+    }
+  }
 }
