@@ -120,6 +120,25 @@ struct AllocatorTests {
     #expect(a.stats.remaps == 3)
   }
 
+  @Test("waiters are kept and reused: sleeping allocates only past the most ever waiting")
+  func waitersReused() throws {
+    let (a, m) = make(slots: 1)
+    for round in 0..<3 {
+      let held = try a.allocate(Frame(n: 1))
+      var w1: Allocator.Waiter? = nil
+      var w2: Allocator.Waiter? = nil
+      #expect(try a.tryAllocate(Frame(n: 2), flags: [], waiter: &w1) == nil)
+      #expect(try a.tryAllocate(Frame(n: 3), flags: .interruptible, waiter: &w2) == nil)
+      #expect(m.sleepersMade == 2, "round \(round)")
+      a.free(held)
+      let s = try #require(try a.tryAllocate(Frame(n: 2), flags: [], waiter: &w1))
+      #expect(w1 == nil, "a finished allocation hands its waiter back")
+      a.abandon(w2!)  // and so does one given up
+      a.free(s)
+      #expect(a.checkInvariants() == nil)
+    }
+  }
+
   @Test("abandoning a wait after being woken passes the wake-up on")
   func abandonPassesOn() throws {
     let (a, _) = make(slots: 1)

@@ -62,7 +62,12 @@ final class RecordingMachine: SFBufMachine {
   var isPinned: Bool { pinned }
   func isWired(_ page: Frame) -> Bool { !unwired.contains(page.n) }
 
-  func makeSleeper() -> Sleeper { Sleeper() }
+  /// Sleepers made so far.
+  var sleepersMade = 0
+  func makeSleeper() -> Sleeper {
+    sleepersMade += 1
+    return Sleeper()
+  }
   func prepareToSleep(_ s: Sleeper) {}
   func sleep(_ s: Sleeper, interruptible: Bool) -> Bool {
     fatalError("the recording machine never blocks; use tryAllocate")
