@@ -94,24 +94,32 @@
     /// ``populates``). On refusal the slot is reserved again with `PROT_NONE`, so it maps
     /// nothing. Safe without the pool lock (``mapsConcurrently``).
     public func map(_ page: VMPage, slot: Int) throws(SFBufMapError) -> Bool {
+      try mapSlots(
+        slot, count: 1, of: page,
+        flags: (populates ? MAP_POPULATE : 0) | HostMachine.unmergeable(slot))
+      return true
+    }
+
+    /// One `mmap(MAP_SHARED | MAP_FIXED | flags)` of `count` pages from `first` over slots
+    /// `slot ..< slot + count`; on refusal, `PROT_NONE` over them again.
+    private func mapSlots(_ slot: Int, count: Int, of first: VMPage, flags: CInt)
+      throws(SFBufMapError)
+    {
       mapCallCount.add(1, ordering: .relaxed)
       let addr = base + slot * vmPageSize
-      let object = page.object
+      let object = first.object
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
           _ = try Posix.mmap(
-            addr, vmPageSize, object.protection,
-            MAP_SHARED | MAP_FIXED | (populates ? MAP_POPULATE : 0)
-              | HostMachine.unmergeable(slot), fd,
-            off_t(page.offset))
+            addr, count * vmPageSize, object.protection, MAP_SHARED | MAP_FIXED | flags, fd,
+            off_t(first.offset))
         }
       } catch {
         _ = try? Posix.mmap(
-          addr, vmPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1,
-          0)
+          addr, count * vmPageSize, PROT_NONE,
+          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
         throw SFBufMapError(code: error.rawValue)
       }
-      return true
     }
 
     /// A flag that differs between neighbouring slots (or runs) and changes nothing else, so
@@ -131,22 +139,7 @@
     /// over slots `slot ..< slot + count`. On refusal the slots are reserved again with
     /// `PROT_NONE`.
     public func map(run first: VMPage, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
-      mapCallCount.add(1, ordering: .relaxed)
-      let addr = base + slot * vmPageSize
-      let object = first.object
-      do throws(Errno) {
-        try object.withDescriptor { fd throws(Errno) in
-          _ = try Posix.mmap(
-            addr, count * vmPageSize, object.protection,
-            MAP_SHARED | MAP_FIXED | HostMachine.unmergeable(slot / count), fd,
-            off_t(first.offset))
-        }
-      } catch {
-        _ = try? Posix.mmap(
-          addr, count * vmPageSize, PROT_NONE,
-          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
-        throw SFBufMapError(code: error.rawValue)
-      }
+      try mapSlots(slot, count: count, of: first, flags: HostMachine.unmergeable(slot / count))
       return true
     }
 
