@@ -40,8 +40,9 @@
     /// slots dropped with one `madvise`, so that misses remap slots with nothing present and
     /// cause no TLB shootdown; each miss maps outside the pool lock, and its page-table entry
     /// is filled by the first access). Both keep every semantic of sf_buf(9); only the cost
-    /// of misses differs: with one thread the faithful policy's misses are about 20 % cheaper,
-    /// with more the batched policy's are several times cheaper.
+    /// of misses differs: with one thread they cost about the same (a batched miss's fault
+    /// made it up to 20 % dearer in a microbenchmark), with more the batched policy's are
+    /// two to three times cheaper.
     /// - Throws: ``SFBufConfigError`` when `nsfbufs` is out of range, the batch is smaller
     ///   than one slot, or the window's address space cannot be reserved.
     public convenience init(nsfbufs: Int, policy: SFBufReclaimPolicy = .faithful)
