@@ -118,8 +118,7 @@ extension SFBufAllocator {
     }
     book.pointee.counters.misses &+= count
     if mapsOutsideLock {
-      var present = false
-      for s in first..<(first + count) where !slots[s].released { present = true }
+      let present = (first..<(first + count)).contains { !slots[$0].released }
       for i in 0..<count { claim(Int32(first + i), for: page(i)) }
       machine.unlock()
       if present { machine.unmap(slots: first..<(first + count)) }

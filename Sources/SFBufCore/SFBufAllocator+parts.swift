@@ -335,16 +335,9 @@ extension SFBufAllocator {
   @inlinable func abandonLocked(_ w: Waiter) {
     switch w.state {
     case .awaitingMapping:
-      let s = Int(w.mappingSlot)
-      if slots[s].mappingWaiters === w {
-        slots[s].mappingWaiters = w.next
-      } else {
-        var p = slots[s].mappingWaiters
-        while let q = p, q.next !== w { p = q.next }
-        p?.next = w.next
-      }
-      w.next = nil
-      w.mappingSlot = -1
+      // Not interruptible (``Waiter/waitsForMapping``): only a caller ignoring that gets here.
+      machine.unlock()
+      fatalError("sf_buf: a wait for another allocation's mapping cannot be abandoned")
     case .queued:
       if book.pointee.waitHead === w {
         book.pointee.waitHead = w.next
