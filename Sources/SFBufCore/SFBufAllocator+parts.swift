@@ -16,6 +16,10 @@ import Synchronization
   @usableFromInline let word = Atomic<UInt64>(0)
   @usableFromInline let key = Atomic<UInt>(0)
   @usableFromInline let next = Atomic<Int32>(-1)
+  /// Bumped each time the slot goes from free to in use (under the lock, before the reference
+  /// word is published), so that a handle made in one period of use is told from a handle
+  /// of a later one: see ``SFBufAllocator/generation(ofSlot:)``.
+  @usableFromInline let generation = Atomic<UInt32>(0)
 
   @inlinable init() {}
 
@@ -125,8 +129,8 @@ extension SFBufAllocator {
     if SlotLine.references(w) == 0 {
       // Nobody changes a free slot's word without the lock.
       removeFree(s)
-      becameUsed()
-      l.pointee.word.store(SlotLine.oneRef, ordering: .relaxed)
+      becameUsed(s)
+      l.pointee.word.store(SlotLine.oneRef, ordering: .releasing)
       return true
     }
     while true {
@@ -187,8 +191,9 @@ extension SFBufAllocator {
     SlotLine.references(line(s).pointee.word.load(ordering: .relaxed)) > 0
   }
 
-  /// Counts one more slot in use.
-  @inlinable func becameUsed() {
+  /// Counts one more slot in use, `s`, and starts its new period of use.
+  @inlinable func becameUsed(_ s: Int32) {
+    line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)
     book.pointee.counters.nsfbufsused += 1
     if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {
       book.pointee.counters.nsfbufspeak = book.pointee.counters.nsfbufsused

@@ -358,7 +358,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     hash(s, key: page.hashKey)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     book.pointee.mappingsInFlight += 1
-    becameUsed()
+    becameUsed(s)
   }
 
   /// Maps slot `s`, claimed for `page`, without the lock, then publishes the mapping (or, if
@@ -428,8 +428,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     slots[Int(s)].released = false
     hash(s, key: page.hashKey)
     // Publishes the page to hits that find the slot without the lock.
+    becameUsed(s)
     line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
-    becameUsed()
   }
 
   /// SPEC §3.7: make the translation valid on the calling CPU, and on every other CPU unless
@@ -498,6 +498,43 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         expected: w, desired: w &+ SlotLine.oneRef, ordering: .relaxed)
       if done { return }
       w = now
+    }
+  }
+
+  /// ``free(_:)`` for a handle that recorded the slot's ``generation(ofSlot:)`` when it was
+  /// made: a handle whose mapping was freed since, and whose slot went back to use for
+  /// another holder (of another page or the same), stops the process instead of dropping
+  /// that holder's reference. Cost: one more load of the slot's cache line.
+  @inlinable @discardableResult
+  public func free(_ s: Int, generation: UInt32) -> Bool {
+    checkSlot(s, "sf_buf_free")
+    checkGeneration(s, generation, "sf_buf_free")
+    return free(s)
+  }
+
+  /// ``ref(_:)`` for a handle that recorded the slot's ``generation(ofSlot:)``: a stale
+  /// handle stops the process (see ``free(_:generation:)``).
+  @inlinable
+  public func ref(_ s: Int, generation: UInt32) {
+    checkSlot(s, "sf_buf_ref")
+    checkGeneration(s, generation, "sf_buf_ref")
+    ref(s)
+  }
+
+  /// Which period of use slot `s` is in: it changes each time the slot goes from free to in
+  /// use. Stable while the caller holds a reference to the slot. O(1), no lock.
+  @inlinable public func generation(ofSlot s: Int) -> UInt32 {
+    line(Int32(s)).pointee.generation.load(ordering: .relaxed)
+  }
+
+  @inlinable func checkGeneration(_ s: Int, _ generation: UInt32, _ caller: StaticString) {
+    let l = line(Int32(s))
+    if l.pointee.generation.load(ordering: .relaxed) != generation
+      && SlotLine.references(l.pointee.word.load(ordering: .relaxed)) > 0
+    {
+      fatalError(
+        "\(caller): stale sf_buf: its mapping was freed and slot \(s) is in use again by another holder (a mapping freed or referenced after its last sf_buf_free)"
+      )
     }
   }
 

@@ -324,7 +324,10 @@
     /// Hands the mapping over to a C-style ``sf_buf`` handle, which must then be freed with
     /// ``SFBufPool/sf_buf_free(_:)`` (or ``sf_buf_free(_:)`` for the default pool).
     @inlinable public consuming func release() -> sf_buf {
-      let h = sf_buf(pool: pool, slot: slot, page: page, address: address)
+      let generation =
+        slot < 0 ? 0 : pool.hotWindow!._withUnsafeGuaranteedRef { $0.generation(ofSlot: slot) }
+      let h = sf_buf(
+        pool: pool, slot: slot, page: page, address: address, generation: generation)
       if slot < 0 {
         _pool.release()
         _object.release()

@@ -17,24 +17,35 @@
   ///
   /// Each ``sf_buf_alloc(_:_:)`` or ``sf_buf_ref(_:)`` must be matched by one ``sf_buf_free(_:)``
   /// on the pool it came from. On a window pool, freeing a mapping that has no reference
-  /// left, or through another pool, stops the process with a message. On a direct map the
-  /// handle is the page and freeing is a no-op, as in the kernel.
+  /// left, or through another pool, stops the process with a message; so does freeing (or
+  /// referencing) a handle whose mapping was freed and whose slot has since gone back to use,
+  /// for another page or the same one (the handle records which period of use of its slot it
+  /// belongs to). On a direct map the handle is the page and freeing is a no-op, as in the
+  /// kernel.
   public struct sf_buf: Equatable, @unchecked Sendable {
     @usableFromInline let pool: SFBufPool
     @usableFromInline let slot: Int
     @usableFromInline let page: VMPage
     @usableFromInline let address: UnsafeMutableRawPointer
+    /// The slot's period of use when the handle was made (0 on a direct map).
+    @usableFromInline let generation: UInt32
 
     @usableFromInline
-    init(pool: SFBufPool, slot: Int, page: VMPage, address: UnsafeMutableRawPointer) {
+    init(
+      pool: SFBufPool, slot: Int, page: VMPage, address: UnsafeMutableRawPointer,
+      generation: UInt32
+    ) {
       self.pool = pool
       self.slot = slot
       self.page = page
       self.address = address
+      self.generation = generation
     }
 
+    /// Two handles are equal when they are the same mapping: the same pool, slot, page and
+    /// period of use of the slot.
     public static func == (a: sf_buf, b: sf_buf) -> Bool {
-      a.pool === b.pool && a.slot == b.slot && a.page == b.page
+      a.pool === b.pool && a.slot == b.slot && a.page == b.page && a.generation == b.generation
     }
   }
 
@@ -73,13 +84,19 @@
     /// cached). Never unwires the page.
     @inlinable public func sf_buf_free(_ sf: sf_buf) {
       checkOwn(sf, "sf_buf_free")
-      freeSlot(sf.slot)
+      if sf.slot >= 0,
+        hotWindow!._withUnsafeGuaranteedRef({ $0.free(sf.slot, generation: sf.generation) })
+      {
+        Unmanaged.passUnretained(self).release()
+      }
     }
 
     /// `sf_buf_ref(sf)`: adds a reference to a mapping in use.
     @inlinable public func sf_buf_ref(_ sf: sf_buf) {
       checkOwn(sf, "sf_buf_ref")
-      if sf.slot >= 0 { hotWindow!._withUnsafeGuaranteedRef { $0.ref(sf.slot) } }
+      if sf.slot >= 0 {
+        hotWindow!._withUnsafeGuaranteedRef { $0.ref(sf.slot, generation: sf.generation) }
+      }
     }
 
     @inlinable func checkOwn(_ sf: sf_buf, _ caller: StaticString) {

@@ -20,6 +20,44 @@ struct MisuseTests {
     }
   }
 
+  /// Free a mapping, let its slot be recycled for another page, then free (or reference)
+  /// the old handle: without a check it would drop (or add) a reference of the new holder's
+  /// slot, and a `SFB_NOWAIT` allocation would then take that slot from under the new
+  /// holder, who would read another page's data (``staleHandleScenario(_:ref:)``).
+  @Test("freeing a stale handle whose slot now maps another page (faithful)")
+  func staleFreeFaithful() async {
+    let result = await #expect(
+      processExitsWith: .failure, observing: [\.standardErrorContent]
+    ) { staleHandleScenario(.faithful, ref: false) }
+    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(message.contains("sf_buf_free: stale sf_buf"), "the trap names the misuse")
+  }
+
+  @Test("freeing a stale handle whose slot now maps another page (batched)")
+  func staleFreeBatched() async {
+    await #expect(processExitsWith: .failure) {
+      staleHandleScenario(.batched(batch: 2), ref: false)
+    }
+  }
+
+  @Test("referencing a stale handle whose slot now maps another page")
+  func staleRef() async {
+    await #expect(processExitsWith: .failure) { staleHandleScenario(.faithful, ref: true) }
+  }
+
+  @Test("freeing a stale handle whose page was mapped again by someone else")
+  func staleFreeSamePage() async {
+    await #expect(processExitsWith: .failure) {
+      let pool = try! SFBufPool(nsfbufs: 1)
+      let o = try! taggedAnonymous(pages: 1)
+      let old = pool.sf_buf_alloc(o.page(0), SFB_DEFAULT)!
+      pool.sf_buf_free(old)
+      let other = pool.sf_buf_alloc(o.page(0), SFB_NOWAIT)!  // a hit on the free slot
+      pool.sf_buf_free(old)  // the misuse: the other holder's reference
+      _ = other
+    }
+  }
+
   @Test("freeing a handle of another pool")
   func foreignHandle() async {
     await #expect(processExitsWith: .failure) {
@@ -99,6 +137,23 @@ struct MisuseTests {
 /// other than the trap.
 @Suite("Correct use next to each trap")
 struct CorrectUseTests {
+  @Test("a handle freed once while its slot is reused by others", arguments: policies)
+  func freshHandlesAfterReuse(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 1, policy: policy)
+    let o = try taggedAnonymous(pages: 2)
+    let first = try #require(pool.sf_buf_alloc(o.page(0), SFB_DEFAULT))
+    pool.sf_buf_ref(first)
+    pool.sf_buf_free(first)
+    pool.sf_buf_free(first)
+    let second = try #require(pool.sf_buf_alloc(o.page(1), SFB_NOWAIT))
+    #expect(sf_buf_kva(second).load(as: UInt64.self) == tag(o, 1))
+    #expect(pool.sf_buf_alloc(o.page(0), SFB_NOWAIT) == nil)
+    pool.sf_buf_free(second)
+    let third = try #require(pool.sf_buf_alloc(o.page(1), SFB_NOWAIT))
+    pool.sf_buf_free(third)
+    #expect(pool.stats.nsfbufsused == 0)
+  }
+
   @Test("pinned SFB_CPUPRIVATE works, and pins nest and restore the affinity")
   func pinnedPrivate() throws {
     let pool = try SFBufPool(nsfbufs: 2)
@@ -121,5 +176,30 @@ struct CorrectUseTests {
     sched_unpin()
     #expect(sched_pinned == 0)
     #expect(sfb_affinity_single_cpu() == before)  // the previous affinity is back
+  }
+}
+
+/// The stale-handle misuse: `old` is freed, its slot recycled for page 1 (`new`), then `old`
+/// is freed (or referenced) again, which must stop the process. Unchecked, the rest of the
+/// scenario runs to a normal exit (so the exit test fails): the stale free lets a
+/// `SFB_NOWAIT` allocation of page 0 take the slot under `new`'s holder, who then reads page
+/// 0's data.
+func staleHandleScenario(_ policy: SFBufReclaimPolicy, ref: Bool) {
+  let pool = try! SFBufPool(nsfbufs: 1, policy: policy)
+  let o = try! taggedAnonymous(pages: 2)
+  let old = pool.sf_buf_alloc(o.page(0), SFB_DEFAULT)!
+  pool.sf_buf_free(old)
+  let new = pool.sf_buf_alloc(o.page(1), SFB_NOWAIT)!  // recycles the one slot
+  if ref {
+    pool.sf_buf_ref(old)  // the misuse: must stop here
+    pool.sf_buf_free(old)
+    pool.sf_buf_free(new)
+    return
+  }
+  pool.sf_buf_free(old)  // the misuse: must stop here
+  if let thief = pool.sf_buf_alloc(o.page(0), SFB_NOWAIT) {
+    let read = sf_buf_kva(new).load(as: UInt64.self)
+    print("the holder of page 1 reads", read == tag(o, 0) ? "page 0" : "its page")
+    pool.sf_buf_free(thief)
   }
 }
