@@ -91,8 +91,11 @@
     }
 
     /// One `mmap(MAP_FIXED | MAP_SHARED)` of `page` over `slot` (with `MAP_POPULATE` when
-    /// ``populates``). On refusal the slot is reserved again with `PROT_NONE`, so it maps
-    /// nothing. Safe without the pool lock (``mapsConcurrently``).
+    /// ``populates``), after one `fstat` when the object is a file: a page past the file's
+    /// end now (truncated since it was wired) is refused with `EINVAL`, as the direct map
+    /// refuses it, rather than mapped to raise `SIGBUS` at its first touch. On refusal the
+    /// slot is reserved again with `PROT_NONE`, so it maps nothing. Safe without the pool
+    /// lock (``mapsConcurrently``).
     public func map(_ page: VMPage, slot: Int) throws(SFBufMapError) -> Bool {
       try mapSlots(
         slot, count: 1, of: page,
@@ -110,6 +113,7 @@
       let object = first.object
       do throws(Errno) {
         try object.withDescriptor { fd throws(Errno) in
+          try object.checkExists(first.index..<(first.index + count), fd: fd)
           _ = try Posix.mmap(
             addr, count * vmPageSize, object.protection, MAP_SHARED | MAP_FIXED | flags, fd,
             off_t(first.offset))
@@ -136,8 +140,9 @@
     public static var mapsConcurrently: Bool { true }
 
     /// One `mmap(MAP_FIXED | MAP_SHARED)` of `count` consecutive pages of `first`'s object
-    /// over slots `slot ..< slot + count`. On refusal the slots are reserved again with
-    /// `PROT_NONE`.
+    /// over slots `slot ..< slot + count`; refused with `EINVAL` when the last page lies past
+    /// the end of its file now (see ``map(_:slot:)``). On refusal the slots are reserved again
+    /// with `PROT_NONE`.
     public func map(run first: VMPage, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
       try mapSlots(slot, count: count, of: first, flags: HostMachine.unmergeable(slot / count))
       return true

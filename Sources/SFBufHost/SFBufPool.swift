@@ -218,6 +218,15 @@
       of object: VMObject, pages: Range<Int>, flags: Flags = [],
       _ body: (consuming SFBuf) throws -> Void
     ) throws {
+      if window == nil {
+        // A direct map: the file's size is checked once for the whole run.
+        for i in pages where !object.wiring.isWired(i) {
+          fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
+        }
+        try object.checkMappable(pages)
+        for i in pages { try body(try directAllocate(object.page(i), checked: true)) }
+        return
+      }
       var next = pages.lowerBound
       while next < pages.upperBound {
         let lower = next
@@ -250,16 +259,22 @@
     }
 
     @usableFromInline
-    func directAllocate(_ page: VMPage) throws(SFBufError) -> SFBuf {
-      SFBuf(pool: self, slot: -1, page: page, address: try directAddress(page))
+    func directAllocate(_ page: VMPage, checked: Bool = false) throws(SFBufError) -> SFBuf {
+      SFBuf(pool: self, slot: -1, page: page, address: try directAddress(page, checked: checked))
     }
 
-    /// The address of `page` in its object's direct mapping (made on first use).
+    /// The address of `page` in its object's direct mapping (made on first use). A page of
+    /// a file is checked against the file's size first (one `fstat`), unless `checked`: a
+    /// page past the end (the file truncated since it was wired) is refused with `EINVAL`,
+    /// as a window refuses it, rather than handed out to raise `SIGBUS` at its first touch.
     @inlinable
-    func directAddress(_ page: VMPage) throws(SFBufError) -> UnsafeMutableRawPointer {
+    func directAddress(_ page: VMPage, checked: Bool = false) throws(SFBufError)
+      -> UnsafeMutableRawPointer
+    {
       if !page.object.wiring.isWired(page.index) {
         fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
       }
+      if !checked { try page.object.checkMappable(page.index..<(page.index + 1)) }
       return try page.object.directAddress(of: page.index)
     }
 

@@ -32,6 +32,8 @@
     public let access: FileDescriptor.AccessMode
     /// A number unique to this object in this process; pages hash by it.
     public let id: UInt32
+    /// Whether the object is a file, whose size may change under it.
+    @usableFromInline let isFile: Bool
     /// The wire counts of the pages (see ``VMPage/wire()``).
     @usableFromInline let wiring = WireTable()
 
@@ -52,6 +54,7 @@
       directCell = .allocate(capacity: 1)
       directCell.initialize(to: nil)
       self.backing = backing
+      self.isFile = backing != .anonymous
       self.access = access
       VMObject.idLock.lock()
       VMObject.nextID &+= 1
@@ -150,6 +153,29 @@
 
     /// Page `index` of this object. Does not check that the page exists; wiring does.
     @inlinable public func page(_ index: Int) -> VMPage { VMPage(object: self, index: index) }
+
+    /// Throws `EINVAL` when a file object is now too short to hold every page of `pages`
+    /// (it was truncated after they were wired): one `fstat`. An anonymous object's size is
+    /// sealed, so it is not checked.
+    func checkExists(_ pages: Range<Int>, fd: CInt) throws(Errno) {
+      guard isFile, !pages.isEmpty else { return }
+      if (pages.upperBound - 1) * vmPageSize >= (try Posix.fileSize(fd)) {
+        throw Errno.invalidArgument
+      }
+    }
+
+    /// ``checkExists(_:fd:)`` with the object's descriptor, as an allocation's refusal.
+    @inlinable func checkMappable(_ pages: Range<Int>) throws(SFBufError) {
+      if isFile { try checkFileMappable(pages) }
+    }
+
+    @usableFromInline func checkFileMappable(_ pages: Range<Int>) throws(SFBufError) {
+      do throws(Errno) {
+        try withDescriptor { fd throws(Errno) in try checkExists(pages, fd: fd) }
+      } catch {
+        throw .mappingRefused(errno: error.rawValue)
+      }
+    }
 
     /// The protection mappings of this object get (`PROT_READ`, plus `PROT_WRITE` unless the
     /// object is read-only).

@@ -287,7 +287,8 @@
     }
 
     /// Maps the chain's `pages` pages from `firstPage` and attaches them to one network
-    /// buffer. Returns how many were mapped: all, or fewer when the window ran out.
+    /// buffer. Returns how many were mapped: all, or fewer when the window ran out (or the
+    /// file was truncated under the call; none when its first page is gone).
     ///
     /// The first mapping of a chain may sleep (interruptibly), the rest must not. When the
     /// window has room for the whole chain (or for a direct map) all of it is asked for as
@@ -304,6 +305,14 @@
           let flags: SFBufPool.Flags = nonBlocking ? .noWait : .interruptible
           mapped.append(try pool.allocate(file.page(firstPage), flags: flags).release())
         } catch {
+          // A page past the end of a file truncated since the size was read is refused
+          // (EINVAL): the call follows the size and ends with a short count.
+          if error == .mappingRefused(errno: EINVAL), let size = try? file.size(),
+            firstPage * vmPageSize >= size
+          {
+            follow(size: size)
+            return 0
+          }
           throw allocationError(error)
         }
         mapRun((firstPage + 1)..<(firstPage + pages), &mapped)
