@@ -13,7 +13,7 @@ extension SFBufAllocator {
   /// - no sleeper waits while a free slot is promised to nobody.
   ///
   /// - Complexity: O(`nsfbufs`), with the lock held.
-  public func checkInvariants() -> String? {
+  @_spi(Testing) public func checkInvariants() -> String? {
     machine.lock()
     defer { machine.unlock() }
     return invariantViolation()
@@ -108,7 +108,7 @@ extension SFBufAllocator {
 extension SFBufAllocator {
   /// Breaks the allocator's state on purpose, so that tests can show ``checkInvariants()``
   /// catching each kind of corruption. Never used outside tests.
-  public enum Corruption {
+  @_spi(Testing) public enum Corruption {
     /// Enter slot `a`'s page under slot `b` too (a duplicate mapping).
     case duplicatePage(Int, Int)
     /// Drop slot `s` from the free list although it has no reference.
@@ -121,7 +121,7 @@ extension SFBufAllocator {
   }
 
   /// Applies `c` (see ``Corruption``).
-  public func corrupt(_ c: Corruption) {
+  @_spi(Testing) public func corrupt(_ c: Corruption) {
     machine.lock()
     defer { machine.unlock() }
     switch c {

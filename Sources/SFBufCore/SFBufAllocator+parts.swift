@@ -243,7 +243,7 @@ extension SFBufAllocator {
   public final class Waiter {
     /// `queued` for a free slot, `woken` holding a reservation of one, or `awaitingMapping`
     /// of slot ``mappingSlot`` by another allocation.
-    public enum State { case idle, queued, woken, awaitingMapping }
+    @usableFromInline enum State { case idle, queued, woken, awaitingMapping }
     /// The machine's sleep state for this waiter.
     public let sleeper: Machine.Sleeper
     @usableFromInline var state = State.idle
@@ -380,7 +380,7 @@ public struct SFBufFaults: OptionSet, Sendable {
 
 extension SFBufAllocator {
   /// Injects deliberate bugs (see ``SFBufFaults``). For mutation tests only.
-  public func injectFaults(_ f: SFBufFaults) {
+  @_spi(Testing) public func injectFaults(_ f: SFBufFaults) {
     machine.lock()
     book.pointee.faults = f
     machine.unlock()

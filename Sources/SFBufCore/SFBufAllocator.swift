@@ -572,7 +572,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   /// The free slots, least recently freed first.
-  public func freeList() -> [Int] {
+  @_spi(Testing) public func freeList() -> [Int] {
     machine.lock()
     defer { machine.unlock() }
     var out: [Int] = []
@@ -607,7 +607,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   /// Sleepers now queued (not yet woken).
-  public var sleepers: Int {
+  @_spi(Testing) public var sleepers: Int {
     machine.lock()
     defer { machine.unlock() }
     var n = 0

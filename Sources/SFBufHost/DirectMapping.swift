@@ -72,7 +72,7 @@
       let have = Int(mappedPages.pointee)
       if index < have { return base + index * vmPageSize }
       do throws(Errno) {
-        let fd = object.fileDescriptor
+        let fd = object.rawDescriptor
         let size = try Posix.fileSize(fd)
         let want = min((size + vmPageSize - 1) / vmPageSize, reserved / vmPageSize)
         guard index < want else { throw Errno.invalidArgument }

@@ -21,10 +21,11 @@
     /// The `SFB_*` flags.
     public typealias Flags = SFBufFlags
     /// The portable allocator behind a window pool, over the host machine.
-    public typealias Window = SFBufAllocator<HostMachine>
+    @usableFromInline typealias Window = SFBufAllocator<HostMachine>
 
-    /// The window allocator, or `nil` for a direct map.
-    public let window: Window?
+    /// The window allocator, or `nil` for a direct map. Internal: its `free(_:)` would skip
+    /// the pool's per-slot bookkeeping.
+    @usableFromInline let window: Window?
     /// ``window`` without reference counting, for the hot paths: reading a strong property
     /// retains the allocator, and that count would be one cache line shared by every thread.
     /// Valid as long as the pool (which holds ``window``) is.
@@ -40,9 +41,7 @@
     /// slots dropped with one `madvise`, so that misses remap slots with nothing present and
     /// cause no TLB shootdown; each miss maps outside the pool lock, and its page-table entry
     /// is filled by the first access). Both keep every semantic of sf_buf(9); only the cost
-    /// of misses differs: with one thread they cost about the same (a batched miss's fault
-    /// made it up to 20 % dearer in a microbenchmark), with more the batched policy's are
-    /// two to three times cheaper.
+    /// of misses differs (the README gives the measured figures).
     /// - Throws: ``SFBufConfigError`` when `nsfbufs` is out of range, the batch is smaller
     ///   than one slot, or the window's address space cannot be reserved.
     public convenience init(nsfbufs: Int, policy: SFBufReclaimPolicy = .faithful)
@@ -77,6 +76,9 @@
     /// Whether this pool is a direct map.
     public var isDirectMap: Bool { window == nil }
 
+    /// How the window recycles free slots (`nil` for a direct map).
+    public var policy: SFBufReclaimPolicy? { window?.policy }
+
     /// The window's slots (0 for a direct map).
     public var nsfbufs: Int { window?.nsfbufs ?? 0 }
 
@@ -101,7 +103,7 @@
     ///
     /// Cost: direct map, a few loads and the handle's two retains; window hit on a mapping in
     /// use, a hash lookup and one compare-and-swap (no lock); window hit on a free cached
-    /// mapping, the same under the pool lock; window miss, one `mmap` (about 3 µs); a full
+    /// mapping, the same under the pool lock; window miss, one `mmap`; a full
     /// window sleeps unless `.noWait`. No heap allocation, unless more allocations sleep at
     /// once than ever before in this pool (each then makes its sleeper, kept for later).
     /// - Precondition: `page` is wired; with `.cpuPrivate`, the thread is pinned

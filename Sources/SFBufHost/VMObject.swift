@@ -8,8 +8,18 @@
   import Synchronization
   import SystemPackage
 
-  /// The size of a page on this host, in bytes. sf_buf maps one page per slot.
-  public let vmPageSize = 4096
+  /// The size of a page on this host, in bytes (`sysconf(_SC_PAGESIZE)`, read once): sf_buf
+  /// maps one page per slot. A size that is not a power of two from 4 KiB to 64 KiB stops
+  /// the process with a message naming it, at the first use.
+  public let vmPageSize: Int = {
+    let size = Int(sysconf(CInt(_SC_PAGESIZE)))
+    guard (4096...65536).contains(size), size & (size - 1) == 0 else {
+      fatalError(
+        "sfbuf: the host's page size (\(size) bytes) is not supported: a power of two from 4096 to 65536"
+      )
+    }
+    return size
+  }()
 
   /// A memory object whose pages sf_bufs map: anonymous memory (a sealed memfd) or a regular
   /// file (the "buffer cache").
@@ -116,8 +126,15 @@
       if fdStorage >= 0 { Glibc.close(fdStorage) }
     }
 
-    /// The file descriptor, or -1 after ``close()``.
-    public var fileDescriptor: CInt {
+    /// The object's file descriptor (a memfd or the opened file), or `nil` after
+    /// ``close()``. The object still owns it: do not close it.
+    public var fileDescriptor: FileDescriptor? {
+      let fd = rawDescriptor
+      return fd >= 0 ? FileDescriptor(rawValue: fd) : nil
+    }
+
+    /// The descriptor, or -1 after ``close()``.
+    var rawDescriptor: CInt {
       lock.lock()
       defer { lock.unlock() }
       return fdStorage
@@ -141,7 +158,7 @@
 
     /// The object's size in bytes now (`fstat`); a file may have been truncated or extended.
     public func size() throws(VMError) -> Int {
-      do { return try Posix.fileSize(fileDescriptor) } catch {
+      do { return try Posix.fileSize(rawDescriptor) } catch {
         throw VMError.system("fstat", error)
       }
     }
@@ -274,7 +291,7 @@
         throw VMError.pageOutOfRange(
           page: pages.lowerBound < 0 ? pages.lowerBound : pages.upperBound - 1, pages: n)
       }
-      let fd = fileDescriptor
+      let fd = rawDescriptor
       let offset = pages.lowerBound * vmPageSize
       let length = pages.count * vmPageSize
       do throws(Errno) {

@@ -1,6 +1,6 @@
 // What the portable allocator calls: the lock, map, invalidations, caller checks, sleeping.
 
-import SFBufCore
+@_spi(Testing) import SFBufCore
 
 extension SimMachine {
   /// Takes the pool lock: a check only, since the machine is single-threaded.

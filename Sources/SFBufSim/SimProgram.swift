@@ -2,7 +2,7 @@
 // threads that allocate private and shared mappings, hit cached slots, touch, share, hand
 // off and free them, pin, unpin and migrate, sleep on a full window and get signalled.
 
-import SFBufCore
+@_spi(Testing) import SFBufCore
 
 /// One random program: its shape and every choice it makes follow from ``seed``.
 ///

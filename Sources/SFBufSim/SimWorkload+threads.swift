@@ -1,6 +1,6 @@
 // What the threads of a workload do, one step at a time, under a seeded scheduler.
 
-import SFBufCore
+@_spi(Testing) import SFBufCore
 
 /// A Zipf(1) distribution over `0 ..< count`: value `i` has weight `1 / (i + 1)`.
 struct SimZipf {

@@ -364,7 +364,7 @@
     /// missing ones are read in the background (`POSIX_FADV_WILLNEED`, which does not wait)
     /// so that a later call finds them; none resident ends the call busy now.
     mutating func residentPages(_ firstPage: Int, _ pages: Int) throws(SendfileError) -> Int {
-      let fd = file.fileDescriptor
+      let fd = file.fileDescriptor?.rawValue ?? -1
       let resident: Int
       do {
         resident = try Sys.residentPrefix(
@@ -410,7 +410,7 @@
         let n: Int
         do {
           n = try Sys.sendmsg(
-            socket.fileDescriptor, iov, fillIovecs(), sfb_send_flags(zcID == nil ? 0 : 1, 0))
+            socket.fd, iov, fillIovecs(), sfb_send_flags(zcID == nil ? 0 : 1, 0))
         } catch {
           if let zcID { socket.abortZeroCopy(zcID) }
           hooks.onSendError?(error)
@@ -427,7 +427,7 @@
             if socket.zeroCopyStats.pending == 0 {
               zeroCopy = false
             } else {
-              _ = socket.waitForCompletions(timeout: 0.05)
+              _ = socket.waitForCompletions(timeout: .milliseconds(50))
             }
             continue
           default:

@@ -97,7 +97,7 @@
       zc.withLock { s in
         if s.closed { return false }
         if s.enabled { return true }
-        do { try Sys.enableZeroCopy(fileDescriptor) } catch { return false }
+        do { try Sys.enableZeroCopy(fd) } catch { return false }
         s.enabled = true
         s.active = true
         return true
@@ -129,7 +129,7 @@
         var total = 0
         withUnsafeTemporaryAllocation(of: sfb_zc_completion.self, capacity: 16) { buf in
           while true {
-            let k = (try? Sys.reap(fileDescriptor, buf.baseAddress!, buf.count)) ?? 0
+            let k = (try? Sys.reap(fd, buf.baseAddress!, buf.count)) ?? 0
             for c in buf[0..<k] { total += Socket.apply(c, &s, &released, &resume) }
             if k < buf.count { break }
           }
@@ -173,14 +173,14 @@
     }
 
     /// Waits until every zero-copy send of this socket is reported done, at most `timeout`
-    /// seconds (`poll` and `recvmsg(MSG_ERRQUEUE)`). Returns whether none is left.
-    public func waitForCompletions(timeout: Double = 10) -> Bool {
-      let deadline = monotonicNow() + timeout
+    /// (`poll` and `recvmsg(MSG_ERRQUEUE)`). Returns whether none is left.
+    public func waitForCompletions(timeout: Duration = .seconds(10)) -> Bool {
+      let deadline = monotonicNow() + timeout.inSeconds
       while true {
         reapCompletions()
         if zc.withLock({ $0.pending.isEmpty || $0.closed }) { return true }
         if monotonicNow() >= deadline { return false }
-        _ = try? Sys.poll(fileDescriptor, 0, timeoutMS: 5)
+        _ = try? Sys.poll(fd, 0, timeoutMS: 5)
       }
     }
 
@@ -229,7 +229,7 @@
       if !s.registered { thread.register(self) }
       do {
         try Sys.epollArm(
-          thread.epfd, fileDescriptor, add: !s.registered, writable: writable, token: token)
+          thread.epfd, fd, add: !s.registered, writable: writable, token: token)
         s.registered = true
         s.armed = true
         s.armedWritable = writable
@@ -301,7 +301,7 @@
         iov.iov_len = bytes.count - sent
         let id = copyOnly ? nil : beginZeroCopy(holding: [], tracker: tracker)
         do {
-          let n = try Sys.sendmsg(fileDescriptor, &iov, 1, sfb_send_flags(id == nil ? 0 : 1, 1))
+          let n = try Sys.sendmsg(fd, &iov, 1, sfb_send_flags(id == nil ? 0 : 1, 1))
           if let id { confirmZeroCopy(id) }
           sent += n
         } catch {

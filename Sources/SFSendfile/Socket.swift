@@ -17,8 +17,10 @@
   /// one stops the process (the bytes of two senders would interleave). Reading, options and
   /// completions may be used from any thread.
   public final class Socket: @unchecked Sendable {
-    /// The descriptor. Valid until ``close()``.
-    public let fileDescriptor: CInt
+    /// The descriptor. Valid until ``close()``; the socket owns it.
+    public let fileDescriptor: FileDescriptor
+    /// ``fileDescriptor``'s number, for the system calls.
+    var fd: CInt { fileDescriptor.rawValue }
     /// Where zero-copy notifications are matched to the buffers they free. Locked.
     let zc = Locked(ZeroCopyState())
     /// Set while a send is in progress (one at a time).
@@ -29,7 +31,7 @@
     private static let nextToken = Atomic<UInt64>(1)
 
     /// Adopts `fd`, a connected stream socket: the socket closes it.
-    public init(adopting fd: CInt) {
+    public init(adopting fd: FileDescriptor) {
       fileDescriptor = fd
       token = Socket.nextToken.wrappingAdd(1, ordering: .relaxed).oldValue
     }
@@ -41,11 +43,11 @@
     /// Connects to `host` (a name or a numeric address) on `port` over TCP (`socket`,
     /// `connect`), trying each address the name resolves to (`getaddrinfo`).
     ///
-    /// - Parameter timeout: seconds to wait for the connection; the descriptor is blocking
+    /// - Parameter timeout: how long to wait for the connection; the descriptor is blocking
     ///   afterwards.
     /// - Throws: ``SocketError``: the resolution failed, or the last `connect` errno
     ///   (`ECONNREFUSED` when nothing listens, `ETIMEDOUT`).
-    public static func connect(host: String, port: Int, timeout: Double = 10)
+    public static func connect(host: String, port: Int, timeout: Duration = .seconds(10))
       throws(SocketError) -> Socket
     {
       let what = "connect \(host):\(port)"
@@ -67,12 +69,13 @@
         do throws(Errno) {
           let fd = try Sys.tcpSocket(ai.pointee.ai_family)
           do throws(Errno) {
-            try connect(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen, timeout: timeout)
+            try connect(
+              fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen, timeout: timeout.inSeconds)
           } catch {
             Glibc.close(fd)
             throw error
           }
-          let s = Socket(adopting: fd)
+          let s = Socket(adopting: FileDescriptor(rawValue: fd))
           try? Sys.setOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, Int32(1))
           return s
         } catch {
@@ -113,25 +116,26 @@
     /// makes sendfile stop with ``SendfileError/Code/wouldBlock`` when the socket is full,
     /// and never sleep for a mapping.
     public var isNonBlocking: Bool {
-      get { ((try? Sys.statusFlags(fileDescriptor)) ?? 0) & O_NONBLOCK != 0 }
+      get { ((try? Sys.statusFlags(fd)) ?? 0) & O_NONBLOCK != 0 }
       set {
-        guard let flags = try? Sys.statusFlags(fileDescriptor) else { return }
+        guard let flags = try? Sys.statusFlags(fd) else { return }
         try? Sys.setStatusFlags(
-          fileDescriptor, newValue ? flags | O_NONBLOCK : flags & ~O_NONBLOCK)
+          fd, newValue ? flags | O_NONBLOCK : flags & ~O_NONBLOCK)
       }
     }
 
     /// Bounds blocking sends and receives (`SO_SNDTIMEO`, `SO_RCVTIMEO`); `nil` leaves one
-    /// unchanged, 0 waits forever. A send that times out ends with
+    /// unchanged, `.zero` waits forever. A send that times out ends with
     /// ``SendfileError/Code/wouldBlock`` and the bytes it queued.
-    public func setTimeouts(send: Double? = nil, receive: Double? = nil) throws(SocketError) {
-      func timeval(_ s: Double) -> Glibc.timeval {
-        Glibc.timeval(tv_sec: Int(s), tv_usec: Int((s - Double(Int(s))) * 1e6))
+    public func setTimeouts(send: Duration? = nil, receive: Duration? = nil) throws(SocketError) {
+      func timeval(_ d: Duration) -> Glibc.timeval {
+        let (s, atto) = d.components
+        return Glibc.timeval(tv_sec: Int(s), tv_usec: Int(atto / 1_000_000_000_000))
       }
       do throws(Errno) {
-        if let send { try Sys.setOption(fileDescriptor, SOL_SOCKET, SO_SNDTIMEO, timeval(send)) }
+        if let send { try Sys.setOption(fd, SOL_SOCKET, SO_SNDTIMEO, timeval(send)) }
         if let receive {
-          try Sys.setOption(fileDescriptor, SOL_SOCKET, SO_RCVTIMEO, timeval(receive))
+          try Sys.setOption(fd, SOL_SOCKET, SO_RCVTIMEO, timeval(receive))
         }
       } catch {
         throw SocketError("setsockopt SO_SNDTIMEO/SO_RCVTIMEO", error)
@@ -140,14 +144,14 @@
 
     /// Sets the kernel's send buffer size (`SO_SNDBUF`; the kernel doubles it).
     public func setSendBufferSize(_ bytes: Int) throws(SocketError) {
-      do { try Sys.setOption(fileDescriptor, SOL_SOCKET, SO_SNDBUF, Int32(bytes)) } catch {
+      do { try Sys.setOption(fd, SOL_SOCKET, SO_SNDBUF, Int32(bytes)) } catch {
         throw SocketError("setsockopt SO_SNDBUF", error)
       }
     }
 
     /// Sets the kernel's receive buffer size (`SO_RCVBUF`; the kernel doubles it).
     public func setReceiveBufferSize(_ bytes: Int) throws(SocketError) {
-      do { try Sys.setOption(fileDescriptor, SOL_SOCKET, SO_RCVBUF, Int32(bytes)) } catch {
+      do { try Sys.setOption(fd, SOL_SOCKET, SO_RCVBUF, Int32(bytes)) } catch {
         throw SocketError("setsockopt SO_RCVBUF", error)
       }
     }
@@ -157,7 +161,7 @@
     /// Ends the sending direction (`shutdown(SHUT_WR)`): the peer reads end-of-file after
     /// the bytes queued.
     public func shutdownWrite() throws(SocketError) {
-      do { try Sys.shutdown(fileDescriptor, CInt(SHUT_WR)) } catch {
+      do { try Sys.shutdown(fd, CInt(SHUT_WR)) } catch {
         throw SocketError("shutdown", error)
       }
     }
@@ -167,26 +171,31 @@
     /// - Throws: ``SocketError`` (`EAGAIN` on a receive timeout or a non-blocking socket).
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SocketError) -> Int {
       while true {
-        do { return try Sys.read(fileDescriptor, buffer) } catch .interrupted { continue } catch {
+        do { return try Sys.read(fd, buffer) } catch .interrupted { continue } catch {
           throw SocketError("read", error)
         }
       }
     }
 
-    /// Reads until end-of-file, writing everything to `fd` when given (else discarding it
+    /// Reads until end-of-file, writing everything to `out` when given (else discarding it
     /// after it is read into a buffer), and returns the byte count.
     ///
     /// Cost: one `read(2)` (and one `write(2)`) per `bufferSize` bytes at most.
-    public func drain(to fd: CInt? = nil, bufferSize: Int = 1 << 20) throws(SocketError) -> Int {
-      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 4096)
+    public func drain(to out: FileDescriptor? = nil, bufferSize: Int = 1 << 20)
+      throws(SocketError) -> Int
+    {
+      let buffer = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: bufferSize, alignment: Int(sysconf(CInt(_SC_PAGESIZE))))
       defer { buffer.deallocate() }
       var total = 0
       while true {
         let n = try receive(into: buffer)
         if n == 0 { return total }
         total += n
-        if let fd {
-          do { try Sys.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n])) } catch {
+        if let out {
+          do {
+            try Sys.writeAll(out.rawValue, UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+          } catch {
             throw SocketError("write", error)
           }
         }
@@ -204,7 +213,7 @@
       while done < bytes.count {
         iov.iov_base = UnsafeMutableRawPointer(mutating: bytes.baseAddress! + done)
         iov.iov_len = bytes.count - done
-        do { done += try Sys.sendmsg(fileDescriptor, &iov, 1, sfb_send_flags(0, 0)) } catch {
+        do { done += try Sys.sendmsg(fd, &iov, 1, sfb_send_flags(0, 0)) } catch {
           throw SendfileError.sending(error, bytesSent: done)
         }
       }
@@ -225,8 +234,8 @@
         s in
         if s.closed { return ([], []) }
         s.closed = true
-        if s.registered { CompletionThread.shared.unregister(token, fd: fileDescriptor) }
-        Glibc.close(fileDescriptor)
+        if s.registered { CompletionThread.shared.unregister(token, fd: fd) }
+        Glibc.close(fd)
         let p = s.pending
         s.pending = []
         var w = Array(s.writeWaiters.values)
@@ -254,8 +263,8 @@
 
   /// A socket listening on a loopback (or given) address, for peers to connect to.
   public final class Listener: @unchecked Sendable {
-    /// The listening descriptor.
-    public let fileDescriptor: CInt
+    /// The listening descriptor; the listener owns it.
+    public let fileDescriptor: FileDescriptor
     /// The port it listens on (the one the kernel chose when asked for port 0).
     public let port: Int
 
@@ -286,39 +295,48 @@
           Glibc.close(fd)
           throw error
         }
-        fileDescriptor = fd
+        fileDescriptor = FileDescriptor(rawValue: fd)
       } catch {
         throw SocketError(what, error)
       }
     }
 
     /// Adopts `fd`, a socket already listening (inherited from a parent process, say).
-    public init(adopting fd: CInt) throws(SocketError) {
+    public init(adopting fd: FileDescriptor) throws(SocketError) {
       fileDescriptor = fd
-      do { port = try Sys.localPort(fd) } catch { throw SocketError("getsockname", error) }
+      do { port = try Sys.localPort(fd.rawValue) } catch { throw SocketError("getsockname", error) }
     }
 
-    deinit { Glibc.close(fileDescriptor) }
+    deinit { Glibc.close(fileDescriptor.rawValue) }
 
-    /// Waits up to `timeout` seconds for a connection and accepts it (`poll`, `accept4`).
+    /// Waits up to `timeout` for a connection and accepts it (`poll`, `accept4`).
     /// - Throws: ``SocketError`` with `ETIMEDOUT` when nobody connected in time.
-    public func accept(timeout: Double = 10) throws(SocketError) -> Socket {
-      let deadline = monotonicNow() + timeout
+    public func accept(timeout: Duration = .seconds(10)) throws(SocketError) -> Socket {
+      let deadline = monotonicNow() + timeout.inSeconds
       while true {
         let left = deadline - monotonicNow()
         if left <= 0 { throw SocketError("accept", .timedOut) }
         do {
-          let ev = try Sys.poll(fileDescriptor, Int16(POLLIN), timeoutMS: Int32(left * 1000) + 1)
+          let ev = try Sys.poll(
+            fileDescriptor.rawValue, Int16(POLLIN), timeoutMS: Int32(left * 1000) + 1)
           if ev == 0 { continue }
-          let fd = try Sys.accept(fileDescriptor)
+          let fd = try Sys.accept(fileDescriptor.rawValue)
           try? Sys.setOption(fd, CInt(IPPROTO_TCP), TCP_NODELAY, Int32(1))
-          return Socket(adopting: fd)
+          return Socket(adopting: FileDescriptor(rawValue: fd))
         } catch .interrupted, .resourceTemporarilyUnavailable, .connectionAbort {
           continue
         } catch {
           throw SocketError("accept", error)
         }
       }
+    }
+  }
+
+  extension Duration {
+    /// The duration in seconds, for deadlines against ``monotonicNow()``.
+    var inSeconds: Double {
+      let (s, atto) = components
+      return Double(s) + Double(atto) / 1e18
     }
   }
 

@@ -337,7 +337,7 @@ final class PageBench: @unchecked Sendable {
     // A local copy: reading `self.object` in the loop would retain and release the object
     // on every page, one reference count that both threads would bounce between the cores.
     let object = self.object
-    let fd = object.fileDescriptor
+    let fd = object.fileDescriptor!.rawValue
     let whole = w == .seq
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: vmPageSize)
     defer { buffer.deallocate() }

@@ -256,7 +256,7 @@ final class SendfileBench {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, l.fileDescriptor, 3)
+    posix_spawn_file_actions_adddup2(&actions, l.fileDescriptor.rawValue, 3)
     let argv =
       [path, "recv", "0", "--listen-fd", "3", "--sink", "--connections", "\(connections)"]
       + (cpu.map { ["--cpu", "\($0)"] } ?? [])
@@ -295,9 +295,9 @@ final class SendfileBench {
     switch method {
     case "sfbuf_window": _ = try sendfile(object, to: s, pool: window)
     case "sfbuf_direct": _ = try sendfile(object, to: s, pool: direct)
-    case "kernel_sendfile": try kernelSendfile(s.fileDescriptor)
-    case "pread_write": try preadWrite(s.fileDescriptor)
-    default: try mapWrite(s.fileDescriptor)
+    case "kernel_sendfile": try kernelSendfile(s.fileDescriptor.rawValue)
+    case "pread_write": try preadWrite(s.fileDescriptor.rawValue)
+    default: try mapWrite(s.fileDescriptor.rawValue)
     }
     try s.shutdownWrite()
     var answer: UInt64 = 0

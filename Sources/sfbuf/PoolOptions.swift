@@ -61,7 +61,7 @@ struct PoolOptions: ParsableArguments {
   /// "window of N slots (policy)" or "direct map", for the commands' first line.
   func describe(_ pool: SFBufPool) -> String {
     guard !pool.isDirectMap else { return "direct map" }
-    guard case .batched(let b) = pool.window!.policy else {
+    guard case .batched(let b) = pool.policy else {
       return "window of \(pool.nsfbufs) slots"
     }
     return "window of \(pool.nsfbufs) slots (batched, \(b) per batch)"

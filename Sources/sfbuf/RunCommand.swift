@@ -119,7 +119,7 @@ func tag(_ object: VMObject, _ index: Int) -> UInt64 {
 func tagPages(_ object: VMObject, count: Int) throws {
   for i in 0..<count {
     var t = tag(object, i)
-    let n = pwrite(object.fileDescriptor, &t, 8, off_t(i * vmPageSize))
+    let n = pwrite(object.fileDescriptor!.rawValue, &t, 8, off_t(i * vmPageSize))
     if n != 8 { throw ToolError("pwrite of page \(i)'s tag failed: errno \(errno)") }
   }
 }

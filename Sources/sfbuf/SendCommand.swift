@@ -55,7 +55,9 @@ struct SendCommand: ParsableCommand {
       throw CommandFailure("cannot open \(file): \(error.reason)")
     }
     let socket: Socket
-    do { socket = try Socket.connect(host: to.host, port: to.port, timeout: timeout) } catch {
+    do {
+      socket = try Socket.connect(host: to.host, port: to.port, timeout: .seconds(timeout))
+    } catch {
       throw CommandFailure("cannot connect to \(destination): \(error.errno)")
     }
     if zerocopy && !socket.enableZeroCopy() {
@@ -69,7 +71,7 @@ struct SendCommand: ParsableCommand {
       socket.close()
       throw CommandFailure("sendfile to \(destination): \(error)")
     }
-    if zerocopy && !socket.waitForCompletions(timeout: 10) {
+    if zerocopy && !socket.waitForCompletions(timeout: .seconds(10)) {
       printError("sfbuf send: some zero-copy notifications did not arrive in 10 s")
     }
     let zc = socket.zeroCopyStats
@@ -140,7 +142,7 @@ struct RecvCommand: ParsableCommand {
     let listener: Listener
     do throws(SocketError) {
       if let listenFD {
-        listener = try Listener(adopting: listenFD)
+        listener = try Listener(adopting: FileDescriptor(rawValue: listenFD))
       } else {
         listener = try Listener(host: host, port: port)
       }
@@ -158,12 +160,14 @@ struct RecvCommand: ParsableCommand {
     }
     defer { if fd != STDOUT_FILENO { close(fd) } }
     let socket: Socket
-    do { socket = try listener.accept(timeout: timeout) } catch {
+    do { socket = try listener.accept(timeout: .seconds(timeout)) } catch {
       throw CommandFailure("nobody connected to \(host):\(listener.port): \(error.errno)")
     }
     let start = now()
     let n: Int
-    do { n = try socket.drain(to: fd) } catch { throw CommandFailure("\(error)") }
+    do { n = try socket.drain(to: FileDescriptor(rawValue: fd)) } catch {
+      throw CommandFailure("\(error)")
+    }
     let elapsed = now() - start
     printError(
       "sfbuf recv: received \(n) bytes in \(fmt(elapsed, 3)) s"
@@ -175,7 +179,7 @@ struct RecvCommand: ParsableCommand {
       throw CommandFailure("cannot run on CPU \(cpu)")
     }
     for _ in 0..<connections {
-      let socket = try listener.accept(timeout: 600)
+      let socket = try listener.accept(timeout: .seconds(600))
       var n = UInt64(try socket.drain()).littleEndian
       try withUnsafeBytes(of: &n) { try socket.sendAll($0) }
       socket.close()

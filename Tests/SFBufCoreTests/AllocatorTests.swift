@@ -1,4 +1,4 @@
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import Testing
 
 /// The portable algorithm on a machine that records what it is asked to do.

@@ -1,4 +1,4 @@
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import Testing
 
 /// A machine that only records: which slot maps which page, and every batch release.

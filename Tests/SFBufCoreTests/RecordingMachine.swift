@@ -1,4 +1,4 @@
-import SFBufCore
+@_spi(Testing) import SFBufCore
 
 /// A page of the recording machine: just a number.
 struct Frame: SFBufPageKey, Hashable {

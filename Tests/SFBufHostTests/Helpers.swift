@@ -38,7 +38,7 @@ func taggedFile(pages: Int, access: FileDescriptor.AccessMode = .readOnly) throw
 
 func writeTags(_ o: VMObject, pages: Int, path: String? = nil) throws {
   // A read-only object's descriptor cannot write: write the tags through another one.
-  let fd = path.map { open($0, O_RDWR) } ?? o.fileDescriptor
+  let fd = path.map { open($0, O_RDWR) } ?? o.fileDescriptor!.rawValue
   for i in 0..<pages {
     var t = tag(o, i)
     precondition(pwrite(fd, &t, 8, off_t(i * vmPageSize)) == 8)

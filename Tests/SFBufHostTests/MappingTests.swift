@@ -63,7 +63,7 @@ struct MappingTests {
       bytes.storeBytes(of: 0xDEAD_BEEF as UInt64, toByteOffset: 8, as: UInt64.self)
     }
     var v: UInt64 = 0
-    #expect(pread(o.fileDescriptor, &v, 8, off_t(2 * vmPageSize + 8)) == 8)
+    #expect(pread(o.fileDescriptor!.rawValue, &v, 8, off_t(2 * vmPageSize + 8)) == 8)
     #expect(v == 0xDEAD_BEEF)
   }
 
@@ -121,7 +121,7 @@ struct MappingTests {
     #expect(throws: VMError.notARegularFile("/tmp")) { try VMObject.file("/tmp") }
     // Anonymous objects are sealed: they cannot shrink.
     let o = try VMObject.anonymous(size: vmPageSize)
-    #expect(ftruncate(o.fileDescriptor, 0) == -1 && errno == EPERM)
+    #expect(ftruncate(o.fileDescriptor!.rawValue, 0) == -1 && errno == EPERM)
   }
 }
 

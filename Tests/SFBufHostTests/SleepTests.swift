@@ -1,6 +1,6 @@
 import CSFBufLinux
 import Glibc
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import SFBufTestSupport
 import Testing
 

@@ -1,5 +1,5 @@
 import Glibc
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import SFBufTestSupport
 import Testing
 

@@ -1,5 +1,5 @@
 import Glibc
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import SFBufTestSupport
 import Testing
 
@@ -29,7 +29,7 @@ struct TruncationTests {
     for i in 0..<4 {
       #expect(try pool.withMapping(of: o.page(i)) { $0.load(as: UInt64.self) } == tag(o, i))
     }
-    #expect(ftruncate(o.fileDescriptor, off_t(vmPageSize)) == 0)
+    #expect(ftruncate(o.fileDescriptor!.rawValue, off_t(vmPageSize)) == 0)
     return o
   }
 
@@ -60,9 +60,9 @@ struct TruncationTests {
   func grownAgain(kind: Kind) throws {
     let pool = try kind.make()
     let o = try truncatedFile(pool)
-    #expect(ftruncate(o.fileDescriptor, off_t(4 * vmPageSize)) == 0)
+    #expect(ftruncate(o.fileDescriptor!.rawValue, off_t(4 * vmPageSize)) == 0)
     var t = tag(o, 2)
-    #expect(pwrite(o.fileDescriptor, &t, 8, off_t(2 * vmPageSize)) == 8)
+    #expect(pwrite(o.fileDescriptor!.rawValue, &t, 8, off_t(2 * vmPageSize)) == 8)
     #expect(try pool.withMapping(of: o.page(2)) { $0.load(as: UInt64.self) } == tag(o, 2))
   }
 }

@@ -1,7 +1,7 @@
 // The coherence checker: random programs run clean on the real allocator, and each of the
 // three deliberate CPU-set bugs is caught as a stale access, with its seed and step.
 
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import SFBufSim
 import Testing
 

@@ -23,7 +23,7 @@ struct ConcurrencyTests {
     let objects = try Self.files.map { try $0.object() }
     let results = Shared<[Int: Result<Int, SendfileError>]>([:])
     for i in 0..<Self.files.count {
-      let (s, r) = try loopbackPair(timeout: 60)
+      let (s, r) = try loopbackPair(timeout: .seconds(60))
       if zeroCopy { s.enableZeroCopy() }
       readers.append(Reader(r))
       let object = objects[i]
@@ -36,7 +36,7 @@ struct ConcurrencyTests {
           } catch {
             result = .failure(error)
           }
-          _ = s.waitForCompletions(timeout: 10)
+          _ = s.waitForCompletions(timeout: .seconds(10))
           s.close()
           results.with { $0[i] = result }
         })

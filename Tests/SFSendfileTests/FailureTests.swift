@@ -1,11 +1,11 @@
 import CSFBufLinux
 import Glibc
-import SFBufCore
-import SFBufHost
+@_spi(Testing) import SFBufCore
 import SFBufTestSupport
 import SystemPackage
 import Testing
 
+@testable import SFBufHost
 @testable import SFSendfile
 
 /// Failure without loss: each failure produced for real, then checked — the error, the
@@ -256,7 +256,7 @@ struct FailureTests {
     var rounds = 0
     while sent < total {
       rounds += 1
-      _ = try Sys.poll(s.fileDescriptor, Int16(POLLOUT), timeoutMS: 5000)
+      _ = try Sys.poll(s.fileDescriptor.rawValue, Int16(POLLOUT), timeoutMS: 5000)
       // Resume exactly where the last call stopped: in the headers, the file or the
       // trailers.
       let size = Self.file.bytes.count
@@ -305,7 +305,7 @@ struct FailureTests {
     expectClean(pool, object)
     // The call started reading the rest of its chain in the background: the next page
     // comes in without anyone waiting for it.
-    let ofd = object.fileDescriptor
+    let ofd = object.fileDescriptor!.rawValue
     #expect(
       waitUntil {
         ((try? Sys.residentPrefix(ofd, offset: 4 * 4096, pages: 1, pageSize: 4096)) ?? 0) == 1

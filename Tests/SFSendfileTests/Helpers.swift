@@ -126,10 +126,10 @@ func expectClean(
 
 /// A connected pair over loopback TCP: `sender` (ours) and `receiver`, with timeouts so
 /// nothing waits forever.
-func loopbackPair(timeout: Double = 20) throws -> (sender: Socket, receiver: Socket) {
+func loopbackPair(timeout: Duration = .seconds(20)) throws -> (sender: Socket, receiver: Socket) {
   let l = try Listener()
   let s = try Socket.connect(host: "127.0.0.1", port: l.port)
-  let r = try l.accept(timeout: 5)
+  let r = try l.accept(timeout: .seconds(5))
   try s.setTimeouts(send: timeout, receive: timeout)
   try r.setTimeouts(send: timeout, receive: timeout)
   return (s, r)

@@ -1,6 +1,7 @@
 import Glibc
 import SFBufHost
 import SFBufTestSupport
+import SystemPackage
 import Testing
 
 @testable import SFSendfile
@@ -27,8 +28,8 @@ struct InteropTests {
     defer { unlink(out) }
     let listener = try Listener()
     let peer = try Peer(["socat", "-u", "TCP:127.0.0.1:\(listener.port)", "CREATE:\(out)"])
-    let socket = try listener.accept(timeout: 10)
-    try socket.setTimeouts(send: 30)
+    let socket = try listener.accept(timeout: .seconds(10))
+    try socket.setTimeouts(send: .seconds(30))
     let n = try sendfile(
       object, to: socket, offset: offset, count: count, headers: headers.isEmpty ? [] : [headers],
       trailers: trailers.isEmpty ? [] : [trailers], pool: pool)
@@ -79,10 +80,10 @@ struct InteropTests {
     defer { unlink(out) }
     let listener = try Listener()
     let peer = try Peer(["socat", "-u", "OPEN:\(f.path),rdonly", "TCP:127.0.0.1:\(listener.port)"])
-    let socket = try listener.accept(timeout: 10)
-    try socket.setTimeouts(receive: 30)
+    let socket = try listener.accept(timeout: .seconds(10))
+    try socket.setTimeouts(receive: .seconds(30))
     let fd = open(out, O_WRONLY | O_TRUNC)
-    let n = try socket.drain(to: fd)
+    let n = try socket.drain(to: FileDescriptor(rawValue: fd))
     close(fd)
     #expect(peer.wait() == 0)
     #expect(n == size)
@@ -99,8 +100,8 @@ struct InteropTests {
     // nc receives.
     let listener = try Listener()
     let receiver = try Peer(["nc", "-d", "127.0.0.1", "\(listener.port)"], stdout: out)
-    let socket = try listener.accept(timeout: 10)
-    try socket.setTimeouts(send: 30)
+    let socket = try listener.accept(timeout: .seconds(10))
+    try socket.setTimeouts(send: .seconds(30))
     let n = try sendfile(object, to: socket, offset: 5, headers: [[1, 2, 3]], pool: pool)
     socket.close()
     #expect(receiver.wait() == 0)
@@ -109,10 +110,10 @@ struct InteropTests {
     expectClean(pool, object)
     // nc sends.
     let sender = try Peer(["nc", "-N", "127.0.0.1", "\(listener.port)"], stdin: f.path)
-    let incoming = try listener.accept(timeout: 10)
-    try incoming.setTimeouts(receive: 30)
+    let incoming = try listener.accept(timeout: .seconds(10))
+    try incoming.setTimeouts(receive: .seconds(30))
     let fd = open(out, O_WRONLY | O_TRUNC)
-    #expect(try incoming.drain(to: fd) == f.bytes.count)
+    #expect(try incoming.drain(to: FileDescriptor(rawValue: fd)) == f.bytes.count)
     close(fd)
     incoming.close()
     #expect(sender.wait() == 0)

@@ -21,13 +21,13 @@ struct ZeroCopyTests {
     defer { unlink(out) }
     let listener = try Listener()
     let peer = try Peer(["socat", "-u", "TCP:127.0.0.1:\(listener.port)", "CREATE:\(out)"])
-    let socket = try listener.accept(timeout: 10)
-    try socket.setTimeouts(send: 30)
+    let socket = try listener.accept(timeout: .seconds(10))
+    try socket.setTimeouts(send: .seconds(30))
     #expect(socket.enableZeroCopy())
     #expect(socket.isZeroCopyActive)
     let n = try sendfile(object, to: socket, offset: 3, headers: [[1, 2]], pool: pool)
     #expect(n == 2 + Self.file.bytes.count - 3)
-    #expect(socket.waitForCompletions(timeout: 10))
+    #expect(socket.waitForCompletions(timeout: .seconds(10)))
     let st = socket.zeroCopyStats
     #expect(st.notifications >= 1)
     #expect(st.completed == st.notifications && st.pending == 0)

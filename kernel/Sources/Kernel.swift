@@ -2,7 +2,7 @@
 // application processors' path from the trampoline to theirs.
 
 import KernelSupport
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import Synchronization
 
 /// The machine, set by the boot CPU before interrupts are enabled and before any other CPU

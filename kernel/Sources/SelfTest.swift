@@ -1,7 +1,7 @@
 // The self-test: sf_buf access patterns on both CPUs, every access checked through the MMU.
 
 import KernelSupport
-import SFBufCore
+@_spi(Testing) import SFBufCore
 import Synchronization
 
 /// The self-test both CPUs run, phase by phase, in step.
