@@ -98,7 +98,7 @@ let benchmarks: @Sendable () -> Void = {
   Benchmark("BareMmapFixedAndTouch", configuration: missConfiguration) { benchmark in
     for _ in benchmark.scaledIterations {
       let p = mmap(
-        fixed, vmPageSize, PROT_READ, MAP_SHARED | MAP_FIXED, object.fileDescriptor,
+        fixed, vmPageSize, PROT_READ, MAP_SHARED | MAP_FIXED, object.fileDescriptor!.rawValue,
         off_t((bareNext & 255) * vmPageSize))!
       blackHole(p.load(as: UInt64.self))
       bareNext &+= 1
