@@ -171,6 +171,20 @@ public protocol SFBufMachine: AnyObject {
   /// - Returns: as ``map(_:slot:)``, for the run as a whole.
   /// - Throws: when the machine cannot map the run; then none of the slots maps anything.
   func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool
+
+  // MARK: Slots in use (optional)
+
+  /// A slot went from free to in use (its first reference). *Locked.* A machine that keeps
+  /// something alive while slots are in use (the host keeps its pool) takes it here.
+  func slotBecameUsed()
+
+  /// `count` slots went from in use to free (their last references dropped). Called without
+  /// the lock by ``SFBufAllocator/free(_:)`` and ``SFBufAllocator/free(slots:)``, as their
+  /// last action, so the machine may let go of the last reference to the allocator's owner
+  /// here. Inside an allocation (a lock-free hit that lost a race with a recycling, a
+  /// refused mapping) it may be called with the lock held: the allocation's caller keeps the
+  /// allocator alive then.
+  func slotsBecameFree(_ count: Int)
 }
 
 extension SFBufMachine {
@@ -183,6 +197,12 @@ extension SFBufMachine {
 
   /// By default a machine maps only with the lock held.
   @inlinable public static var mapsConcurrently: Bool { false }
+
+  /// By default nothing is kept alive per slot in use.
+  @inlinable public func slotBecameUsed() {}
+
+  /// By default nothing is kept alive per slot in use.
+  @inlinable public func slotsBecameFree(_ count: Int) {}
 
   /// Never called when ``mapsRuns`` is false.
   public func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool {

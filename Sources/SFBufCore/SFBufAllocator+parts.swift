@@ -85,10 +85,9 @@ extension SFBufAllocator {
   /// Without the lock: a hit on a slot in use. Finds `page` in the hash by its key, takes a
   /// reference if the slot has one already, and checks the page once the reference is held
   /// (the slot may have been recycled meanwhile). Returns the slot, or -1 when the locked
-  /// path must decide (not found, free, being mapped, or the check failed). When the failed check's
-  /// reference turns out to be the slot's last, the slot goes free here and `usedDelta`
-  /// counts it (-1).
-  @inlinable func referenceIfInUse(_ page: Page, _ usedDelta: inout Int) -> Int32 {
+  /// path must decide (not found, free, being mapped, or the check failed). When the failed
+  /// check's reference turns out to be the slot's last, the slot goes free here.
+  @inlinable func referenceIfInUse(_ page: Page) -> Int32 {
     let key = page.hashKey
     var s = buckets[bucket(key)].load(ordering: .acquiring)
     var steps = 0
@@ -106,8 +105,9 @@ extension SFBufAllocator {
             if slots[Int(s)].page == page { return s }
             if !dropReferenceIfNotLast(s, hit: true) {
               machine.lock()
-              if dropReferenceLocked(s, hit: true) { usedDelta -= 1 }
+              let last = dropReferenceLocked(s, hit: true)
               machine.unlock()
+              if last { machine.slotsBecameFree(1) }
             }
             return -1
           }
@@ -123,7 +123,7 @@ extension SFBufAllocator {
 
   /// Adds a reference to `s`, which is in the hash; a free slot is reactivated. Returns
   /// whether it was free.
-  @inlinable func referenceLocked(_ s: Int32) -> Bool {
+  @inlinable @discardableResult func referenceLocked(_ s: Int32) -> Bool {
     let l = line(s)
     var w = l.pointee.word.load(ordering: .relaxed)
     if SlotLine.references(w) == 0 {
@@ -194,6 +194,7 @@ extension SFBufAllocator {
   /// Counts one more slot in use, `s`, and starts its new period of use.
   @inlinable func becameUsed(_ s: Int32) {
     line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)
+    machine.slotBecameUsed()
     book.pointee.counters.nsfbufsused += 1
     if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {
       book.pointee.counters.nsfbufspeak = book.pointee.counters.nsfbufsused

@@ -133,7 +133,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// sleeps, even with `SFB_NOWAIT` and a full window; when the slot is already in use, the
   /// hit takes no lock (one compare-and-swap on the slot's word). Otherwise the least
   /// recently freed slot is remapped (one `Machine.map`), or the caller sleeps until a slot
-  /// is freed and then looks in the hash again.
+  /// is freed and then looks in the hash again. Each slot that goes from free to in use is
+  /// reported to the machine (``SFBufMachine/slotBecameUsed()``).
   ///
   /// - Precondition: `page` is wired; with `.cpuPrivate`, the caller is pinned.
   /// - Throws: ``SFBufError/wouldBlock`` (`.noWait`, window full),
@@ -141,23 +142,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   ``SFBufError/mappingRefused(errno:)``.
   @inlinable
   public func allocate(_ page: Page, flags: SFBufFlags = []) throws(SFBufError) -> Int {
-    var usedDelta = 0
-    return try allocate(page, flags: flags, usedDelta: &usedDelta)
-  }
-
-  /// ``allocate(_:flags:)``, also adding to `usedDelta` the change the call made to the
-  /// number of slots in use, returned or not, thrown or not: +1 when the slot went from free
-  /// to in use (a miss, or a hit on a free slot); -1 when a hit without the lock raced with
-  /// a recycling and dropped the last reference of the slot it had looked at. Each slot
-  /// going from free to in use is later matched by one ``free(_:)`` returning `true`, or by
-  /// such a -1. Callers that keep something alive per slot in use use it.
-  @inlinable
-  public func allocate(_ page: Page, flags: SFBufFlags = [], usedDelta: inout Int)
-    throws(SFBufError) -> Int
-  {
     checkCaller(page, flags)
     if !Machine.tracksTLBs {
-      let s = referenceIfInUse(page, &usedDelta)
+      let s = referenceIfInUse(page)
       if s >= 0 { return Int(s) }
     }
     var waiter: Waiter? = nil
@@ -165,7 +152,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     while true {
       let slot: Int?
       do {
-        slot = try attemptAndMap(page, flags, &waiter, &usedDelta)
+        slot = try attemptAndMap(page, flags, &waiter)
       } catch {
         recycle(&waiter)
         machine.unlock()
@@ -199,21 +186,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   public func tryAllocate(
     _ page: Page, flags: SFBufFlags, waiter: inout Waiter?
   ) throws(SFBufError) -> Int? {
-    var usedDelta = 0
-    return try tryAllocate(page, flags: flags, waiter: &waiter, usedDelta: &usedDelta)
-  }
-
-  /// ``tryAllocate(_:flags:waiter:)``, also adding to `usedDelta` the change it made to the
-  /// number of slots in use (see ``allocate(_:flags:usedDelta:)``).
-  @inlinable
-  public func tryAllocate(
-    _ page: Page, flags: SFBufFlags, waiter: inout Waiter?, usedDelta: inout Int
-  ) throws(SFBufError) -> Int? {
     checkCaller(page, flags)
     machine.lock()
     defer { machine.unlock() }
     do {
-      let slot = try attemptAndMap(page, flags, &waiter, &usedDelta)
+      let slot = try attemptAndMap(page, flags, &waiter)
       if slot != nil { recycle(&waiter) }
       return slot
     } catch {
@@ -237,11 +214,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// and on return (thrown or not). Returns the slot, or `nil` once `waiter` is queued.
   @inlinable
   func attemptAndMap(
-    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ usedDelta: inout Int
+    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?
   ) throws(SFBufError) -> Int? {
-    switch try attempt(page, flags, &waiter, &usedDelta) {
+    switch try attempt(page, flags, &waiter) {
     case .slot(let s): return s
-    case .claimed(let s): return try mapClaimed(s, page, flags, &usedDelta)
+    case .claimed(let s): return try mapClaimed(s, page, flags)
     case .queued: return nil
     }
   }
@@ -265,7 +242,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// The allocation algorithm proper. Locked.
   @inlinable
   func attempt(
-    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?, _ usedDelta: inout Int
+    _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?
   ) throws(SFBufError) -> Attempt {
     var wasWoken = false
     if let w = waiter, w.state == .woken {
@@ -283,7 +260,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         if wasWoken { wakeWaiters() }
         return .queued
       }
-      if referenceLocked(cached) { usedDelta += 1 }
+      referenceLocked(cached)
       book.pointee.counters.hits &+= 1
       applyCPURules(Int(cached), flags, hit: true)
       if wasWoken { wakeWaiters() }
@@ -297,7 +274,6 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       book.pointee.counters.misses &+= 1
       if mapsOutsideLock {
         claim(s, for: page)
-        usedDelta += 1
         if wasWoken { wakeWaiters() }
         return .claimed(s)
       }
@@ -308,7 +284,6 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         wakeWaiters()
         throw error
       }
-      usedDelta += 1
       if wasWoken { wakeWaiters() }
       return .slot(Int(s))
     }
@@ -365,9 +340,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// the machine refuses it, gives the slot back as a refused miss does) and wakes the
   /// allocations waiting for it. Locked on entry and on return.
   @inlinable @inline(never)
-  func mapClaimed(_ s: Int32, _ page: Page, _ flags: SFBufFlags, _ usedDelta: inout Int)
-    throws(SFBufError) -> Int
-  {
+  func mapClaimed(_ s: Int32, _ page: Page, _ flags: SFBufFlags) throws(SFBufError) -> Int {
     machine.unlock()
     let result = Result { () throws(SFBufMapError) in try machine.map(page, slot: Int(s)) }
     machine.lock()
@@ -377,7 +350,6 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       return Int(s)
     case .failure(let error):
       giveBack(s)
-      usedDelta -= 1
       book.pointee.counters.sf_allocfail &+= 1
       wakeWaiters()
       throw .mappingRefused(errno: error.code)
@@ -405,6 +377,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     wakeMappingWaiters(s)
     line(s).pointee.word.store(0, ordering: .relaxed)
     book.pointee.counters.nsfbufsused -= 1
+    machine.slotsBecameFree(1)
     forget(s)
     slots[Int(s)].released = true
     insertFree(s, atHead: true)
@@ -481,7 +454,32 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     let last = dropReferenceLocked(Int32(s), hit: false)
     machine.unlock()
+    if last { machine.slotsBecameFree(1) }
     return last
+  }
+
+  /// Drops one reference of each slot of `slots` (`sf_buf_free` of each), taking the lock
+  /// once for all of them (not at all when none is the last reference of its slot). Each
+  /// slot freed goes to the tail of the free list, in the order given.
+  ///
+  /// - Complexity: O(`slots.count`); one compare-and-swap per slot, under the lock when the
+  ///   slot's last reference is among them.
+  /// - Precondition: as ``free(_:)``, for each slot (a slot may appear as many times as the
+  ///   caller holds references to it).
+  public func free(slots: UnsafeBufferPointer<Int>) {
+    var locked = false
+    var freed = 0
+    for s in slots {
+      checkSlot(s, "sf_buf_free")
+      if !locked {
+        if dropReferenceIfNotLast(Int32(s), hit: false) { continue }
+        machine.lock()
+        locked = true
+      }
+      if dropReferenceLocked(Int32(s), hit: false) { freed += 1 }
+    }
+    if locked { machine.unlock() }
+    if freed > 0 { machine.slotsBecameFree(freed) }
   }
 
   /// Adds a reference to slot `s`, which must be in use (`sf_buf_ref`). Takes no lock.

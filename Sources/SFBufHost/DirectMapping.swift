@@ -17,6 +17,8 @@
     @usableFromInline let base: UnsafeMutableRawPointer
     /// Bytes of address space reserved.
     let reserved: Int
+    /// The page size, kept here so that the hot path reads no global.
+    @usableFromInline let pageSize = vmPageSize
     /// Pages mapped so far; read without a lock.
     @usableFromInline let mappedPages: UnsafeMutablePointer<UInt32>
     private unowned let object: VMObject
@@ -55,7 +57,7 @@
     /// The address of page `index` when it is mapped already (two loads), else `nil`.
     @inlinable
     func mappedAddress(of index: Int) -> UnsafeMutableRawPointer? {
-      index >= 0 && index < Int(sfb_load_u32(mappedPages)) ? base + index * vmPageSize : nil
+      index >= 0 && index < Int(sfb_load_u32(mappedPages)) ? base + index * pageSize : nil
     }
 
     /// The address of page `index`: arithmetic when the page is mapped already (the common

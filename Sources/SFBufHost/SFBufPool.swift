@@ -23,14 +23,19 @@
     /// The portable allocator behind a window pool, over the host machine.
     @usableFromInline typealias Window = SFBufAllocator<HostMachine>
 
-    /// The window allocator, or `nil` for a direct map. Internal: its `free(_:)` would skip
-    /// the pool's per-slot bookkeeping.
-    @usableFromInline let window: Window?
-    /// ``window`` without reference counting, for the hot paths: reading a strong property
-    /// retains the allocator, and that count would be one cache line shared by every thread.
-    /// Valid as long as the pool (which holds ``window``) is.
-    @usableFromInline let hotWindow: Unmanaged<Window>?
-    @usableFromInline let base: UnsafeMutableRawPointer?
+    /// What the pool maps pages with.
+    @usableFromInline enum Backing {
+      /// Each object mapped whole, once.
+      case directMap
+      /// A window: its allocator (retained by the pool, released in its deinit; held
+      /// unmanaged so that the hot paths touch no shared reference count) and the window's
+      /// first byte.
+      case window(Unmanaged<Window>, base: UnsafeMutableRawPointer)
+    }
+
+    @usableFromInline let backing: Backing
+    /// The page size, kept here so that the hot paths read no global.
+    @usableFromInline let pageSize: Int
 
     /// A direct-map pool. Cheap: objects are mapped when their first page is allocated.
     public static func directMap() -> SFBufPool { SFBufPool(window: nil) }
@@ -64,9 +69,25 @@
     }
 
     private init(window: Window?) {
-      self.window = window
-      self.hotWindow = window.map { Unmanaged.passUnretained($0) }
-      self.base = window?.machine.base
+      pageSize = vmPageSize
+      if let window {
+        backing = .window(Unmanaged.passRetained(window), base: window.machine.base)
+        // Each slot in use keeps the pool alive (so that handles need not retain it).
+        window.machine.keeper = Unmanaged.passUnretained(self as AnyObject)
+      } else {
+        backing = .directMap
+      }
+    }
+
+    deinit {
+      if case .window(let w, _) = backing { w.release() }
+    }
+
+    /// The window allocator, or `nil` for a direct map. Internal: its `free(_:)` would skip
+    /// the pool's checks of C-style handles.
+    var window: Window? {
+      if case .window(let w, _) = backing { return w.takeUnretainedValue() }
+      return nil
     }
 
     /// The largest window: each slot can be a mapping region of its own, and the host allows
@@ -101,57 +122,25 @@
     /// Maps `page`, returning a handle that frees the mapping when it goes away
     /// (`sf_buf_alloc`).
     ///
-    /// Cost: direct map, a few loads and the handle's two retains; window hit on a mapping in
-    /// use, a hash lookup and one compare-and-swap (no lock); window hit on a free cached
-    /// mapping, the same under the pool lock; window miss, one `mmap`; a full
-    /// window sleeps unless `.noWait`. No heap allocation, unless more allocations sleep at
-    /// once than ever before in this pool (each then makes its sleeper, kept for later).
+    /// Cost: direct map, a few loads and the handle's two retains (a page of a file: one
+    /// `fstat` too); window hit on a mapping in use, a hash lookup and one compare-and-swap
+    /// (no lock); window hit on a free cached mapping, the same under the pool lock; window
+    /// miss, one `mmap` (and one `fstat` for a page of a file); a full window sleeps unless
+    /// `.noWait`. No heap allocation, unless more allocations sleep at once than ever before
+    /// in this pool (each then makes its sleeper, kept for later).
     /// - Precondition: `page` is wired; with `.cpuPrivate`, the thread is pinned
     ///   (``sched_pin()``). Otherwise the process stops with a message naming the mistake.
     /// - Throws: ``SFBufError/wouldBlock``, ``SFBufError/interrupted`` (a signal, with
-    ///   `.interruptible`), or ``SFBufError/mappingRefused(errno:)``.
+    ///   `.interruptible`), or ``SFBufError/mappingRefused(errno:)`` (`EINVAL` for a page
+    ///   past the end of its file, truncated since it was wired).
     @inlinable
     public func allocate(_ page: VMPage, flags: Flags = []) throws(SFBufError) -> SFBuf {
-      guard let window = hotWindow else { return try directAllocate(page) }
-      let slot = try allocateSlot(window, page, flags)
-      return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
-    }
-
-    /// A slot in use keeps its pool alive: one retain when a slot goes from free to in use,
-    /// one release when it goes back (``releaseSlot(_:)``). Hits on a slot in use, and their
-    /// frees, touch no shared reference count.
-    @inlinable func retainForSlot() { _ = Unmanaged.passUnretained(self).retain() }
-
-    /// One window allocation, with the pool's per-slot retains kept in step (see
-    /// ``balanceSlotRetains(_:)``), whether it returns or throws.
-    @inlinable
-    func allocateSlot(_ window: Unmanaged<Window>, _ page: VMPage, _ flags: Flags)
-      throws(SFBufError) -> Int
-    {
-      var usedDelta = 0
-      let result = window._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
-        Result { () throws(SFBufError) in try w.allocate(page, flags: flags, usedDelta: &usedDelta)
-        }
-      }
-      balanceSlotRetains(usedDelta)
-      return try result.get()
-    }
-
-    /// Drops one reference of a window slot (nothing for a direct map's -1); the last one
-    /// releases that slot's retain of the pool. The caller holds the pool, so that release
-    /// is never the last one.
-    @inlinable func freeSlot(_ slot: Int) {
-      if releaseSlot(slot) { Unmanaged.passUnretained(self).release() }
-    }
-
-    /// Takes or drops the slots' retains after an allocation changed the number of slots in
-    /// use by `usedDelta` (see `SFBufAllocator.allocate(_:flags:usedDelta:)`). The caller
-    /// holds the pool, so a release here is never the last.
-    @inlinable func balanceSlotRetains(_ usedDelta: Int) {
-      if usedDelta > 0 {
-        for _ in 0..<usedDelta { retainForSlot() }
-      } else if usedDelta < 0 {
-        for _ in 0..<(-usedDelta) { Unmanaged.passUnretained(self).release() }
+      switch backing {
+      case .directMap:
+        return try directAllocate(page)
+      case .window(let w, let base):
+        let slot = try SFBufPool.allocateSlot(w, page, flags)
+        return SFBuf(pool: self, slot: slot, page: page, address: base + slot * pageSize)
       }
     }
 
@@ -161,16 +150,12 @@
     /// cancelling the task ends the wait with ``SFBufError/interrupted``; without it,
     /// cancellation is ignored until a slot is free, as a kernel sleep without `PCATCH`.
     public func allocate(_ page: VMPage, flags: Flags = []) async throws(SFBufError) -> SFBuf {
-      guard let window else { return try directAllocate(page) }
+      guard case .window(let w, let base) = backing else { return try directAllocate(page) }
+      let window = w.takeUnretainedValue()
       var waiter: Window.Waiter? = nil
       while true {
-        var usedDelta = 0
-        let result = Result { () throws(SFBufError) in
-          try window.tryAllocate(page, flags: flags, waiter: &waiter, usedDelta: &usedDelta)
-        }
-        balanceSlotRetains(usedDelta)
-        if let slot = try result.get() {
-          return SFBuf(pool: self, slot: slot, page: page, address: base! + slot * vmPageSize)
+        if let slot = try window.tryAllocate(page, flags: flags, waiter: &waiter) {
+          return SFBuf(pool: self, slot: slot, page: page, address: base + slot * pageSize)
         }
         let woke = await waiter!.sleeper.sleepAsync(
           interruptible: flags.contains(.interruptible) && !waiter!.waitsForMapping)
@@ -190,16 +175,16 @@
     public func withMapping<R>(
       of page: VMPage, flags: Flags = [], _ body: (UnsafeMutableRawBufferPointer) throws -> R
     ) throws -> R {
-      guard let window = hotWindow else {
+      switch backing {
+      case .directMap:
         return try body(
-          UnsafeMutableRawBufferPointer(start: try directAddress(page), count: vmPageSize))
+          UnsafeMutableRawBufferPointer(start: try directAddress(page), count: pageSize))
+      case .window(let w, let base):
+        let slot = try SFBufPool.allocateSlot(w, page, flags)
+        defer { w._withUnsafeGuaranteedRef { _ = $0.free(slot) } }
+        return try body(
+          UnsafeMutableRawBufferPointer(start: base + slot * pageSize, count: pageSize))
       }
-      // The slot may be shared with handles, which count on the pool's per-slot retain:
-      // take and drop it here like they do.
-      let slot = try allocateSlot(window, page, flags)
-      defer { freeSlot(slot) }
-      return try body(
-        UnsafeMutableRawBufferPointer(start: base! + slot * vmPageSize, count: vmPageSize))
     }
 
     /// Maps pages `pages` of `object` and hands each mapping, in order, to `body`, which
@@ -210,8 +195,9 @@
     /// for the whole run instead of one per page. A run stops before a page whose mapping is
     /// in use (that page is a hit) and goes on after it; a page cached in a free slot is
     /// mapped again in the run. Each page is still its own mapping, looked up, referenced and
-    /// freed on its own. Pages that no run can take (a direct map, a lone page, no free
-    /// block) are allocated one by one with `flags`.
+    /// freed on its own. Pages that no run can take (a lone page, no free block) are
+    /// allocated one by one with `flags`. On a direct map, a file's size is checked once
+    /// for all the pages.
     ///
     /// - Precondition: every page is wired.
     /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws; the mappings not
@@ -220,8 +206,7 @@
       of object: VMObject, pages: Range<Int>, flags: Flags = [],
       _ body: (consuming SFBuf) throws -> Void
     ) throws {
-      if window == nil {
-        // A direct map: the file's size is checked once for the whole run.
+      guard case .window(let w, let base) = backing else {
         for i in pages where !object.wiring.isWired(i) {
           fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
         }
@@ -229,10 +214,11 @@
         for i in pages { try body(try directAllocate(object.page(i), checked: true)) }
         return
       }
+      let window = w.takeUnretainedValue()
       var next = pages.lowerBound
       while next < pages.upperBound {
         let lower = next
-        guard let window,
+        guard
           let (first, count) = try window.allocateRun(
             count: pages.upperBound - lower, flags: flags, page: { object.page(lower + $0) })
         else {
@@ -241,28 +227,59 @@
           continue
         }
         next += count
-        for _ in 0..<count { retainForSlot() }
         var i = 0
         defer {
           // `body` threw: free the mappings it never received.
           while i < count {
-            freeSlot(first + i)
+            window.free(first + i)
             i += 1
           }
         }
         while i < count {
           let page = object.page(lower + i)
           let buf = SFBuf(
-            pool: self, slot: first + i, page: page, address: base! + (first + i) * vmPageSize)
+            pool: self, slot: first + i, page: page, address: base + (first + i) * pageSize)
           i += 1
           try body(buf)
         }
       }
     }
 
+    /// Maps pages `pages` of `object` into one ``SFBufBatch`` that owns them all (see
+    /// ``allocateRun(of:pages:flags:_:)`` for how runs are mapped). With `.noWait`, stops at
+    /// the first page that cannot be had and returns the pages mapped so far (possibly none);
+    /// otherwise a failure frees what was mapped and throws.
+    ///
+    /// - Precondition: every page is wired.
+    /// - Throws: what ``allocate(_:flags:)`` throws, except `wouldBlock` with `.noWait`, and
+    ///   except `mappingRefused` after the first page with `.noWait`.
+    public func allocateBatch(of object: VMObject, pages: Range<Int>, flags: Flags = [])
+      throws(SFBufError) -> SFBufBatch
+    {
+      var batch = SFBufBatch(pool: self, capacity: pages.count)
+      do {
+        try allocateRun(of: object, pages: pages, flags: flags) { batch.append($0) }
+      } catch let error as SFBufError {
+        if !flags.contains(.noWait) || batch.isEmpty && error != .wouldBlock { throw error }
+      } catch {
+        fatalError("unreachable: the body throws nothing")
+      }
+      return batch
+    }
+
+    /// One window allocation, through the unmanaged allocator (no reference count touched).
+    @inlinable
+    static func allocateSlot(_ w: Unmanaged<Window>, _ page: VMPage, _ flags: Flags)
+      throws(SFBufError) -> Int
+    {
+      try w._withUnsafeGuaranteedRef { w -> Result<Int, SFBufError> in
+        Result { () throws(SFBufError) in try w.allocate(page, flags: flags) }
+      }.get()
+    }
+
     @usableFromInline
     func directAllocate(_ page: VMPage, checked: Bool = false) throws(SFBufError) -> SFBuf {
-      SFBuf(pool: self, slot: -1, page: page, address: try directAddress(page, checked: checked))
+      SFBuf(pool: self, slot: nil, page: page, address: try directAddress(page, checked: checked))
     }
 
     /// The address of `page` in its object's direct mapping (made on first use). A page of
@@ -279,12 +296,6 @@
       if !checked { try page.object.checkMappable(page.index..<(page.index + 1)) }
       return try page.object.directAddress(of: page.index)
     }
-
-    /// Drops the reference of a slot: returns whether that was its last, when the caller
-    /// must release the pool (``retainForSlot()``). Nothing for a direct map.
-    @inlinable func releaseSlot(_ slot: Int) -> Bool {
-      slot >= 0 && hotWindow!._withUnsafeGuaranteedRef { $0.free(slot) }
-    }
   }
 
   extension WireTable {
@@ -294,8 +305,9 @@
   /// A mapping of one page: its address is valid until the handle goes away.
   ///
   /// Non-copyable: exactly one owner frees it, exactly once, when it goes out of scope or
-  /// when ``free()`` consumes it. To split one mapping among several owners, hand it over to
-  /// a C-style ``sf_buf`` (``release()``) and use ``SFBufPool/sf_buf_ref(_:)``.
+  /// when ``free()`` consumes it. To hold many, put them in an ``SFBufBatch``. To split one
+  /// mapping among several owners, hand it over to a C-style ``sf_buf`` (``release()``) and
+  /// use ``SFBufPool/sf_buf_ref(_:)``.
   ///
   /// The handle keeps its pool alive, and on a direct map its object too (on a window, the
   /// slot in use keeps the pool, and its cached page the object, alive).
@@ -303,24 +315,32 @@
   public struct SFBuf: ~Copyable, @unchecked Sendable {
     @usableFromInline let _pool: Unmanaged<SFBufPool>
     @usableFromInline let _object: Unmanaged<VMObject>
-    /// The window slot, or -1 on a direct map.
-    public let slot: Int
+    /// The window slot, or -1 on a direct map (see ``slot``).
+    @usableFromInline let _slot: Int
     /// The index of the page mapped in its object.
     public let pageIndex: Int
     /// Where the page is mapped (`sf_buf_kva`).
     public let address: UnsafeMutableRawPointer
 
-    /// On a direct map, takes +1 on the pool and on the object; on a window, nothing (the
-    /// slot holds the pool: ``SFBufPool/retainForSlot()``).
+    /// On a direct map (`slot` nil), takes +1 on the pool and on the object; on a window,
+    /// nothing (the slot in use holds the pool: ``HostMachine/slotBecameUsed()``).
     @inlinable
-    init(pool: SFBufPool, slot: Int, page: VMPage, address: UnsafeMutableRawPointer) {
-      _pool = slot < 0 ? Unmanaged.passRetained(pool) : Unmanaged.passUnretained(pool)
-      _object =
-        slot < 0 ? Unmanaged.passRetained(page.object) : Unmanaged.passUnretained(page.object)
-      self.slot = slot
+    init(pool: SFBufPool, slot: Int?, page: VMPage, address: UnsafeMutableRawPointer) {
+      if let slot {
+        _pool = Unmanaged.passUnretained(pool)
+        _object = Unmanaged.passUnretained(page.object)
+        _slot = slot
+      } else {
+        _pool = Unmanaged.passRetained(pool)
+        _object = Unmanaged.passRetained(page.object)
+        _slot = -1
+      }
       self.pageIndex = page.index
       self.address = address
     }
+
+    /// The window slot, or `nil` on a direct map.
+    @inlinable public var slot: Int? { _slot >= 0 ? _slot : nil }
 
     /// The pool the mapping came from.
     @inlinable public var pool: SFBufPool { _pool.takeUnretainedValue() }
@@ -332,7 +352,7 @@
 
     /// The page's bytes. Writing them needs an object opened for writing.
     @inlinable public var bytes: UnsafeMutableRawBufferPointer {
-      UnsafeMutableRawBufferPointer(start: address, count: vmPageSize)
+      UnsafeMutableRawBufferPointer(start: address, count: pool.pageSize)
     }
 
     /// Frees the mapping now (`sf_buf_free`).
@@ -341,11 +361,13 @@
     /// Hands the mapping over to a C-style ``sf_buf`` handle, which must then be freed with
     /// ``SFBufPool/sf_buf_free(_:)`` (or ``sf_buf_free(_:)`` for the default pool).
     @inlinable public consuming func release() -> sf_buf {
-      let generation =
-        slot < 0 ? 0 : pool.hotWindow!._withUnsafeGuaranteedRef { $0.generation(ofSlot: slot) }
-      let h = sf_buf(
-        pool: pool, slot: slot, page: page, address: address, generation: generation)
-      if slot < 0 {
+      let pool = self.pool
+      let h: sf_buf
+      if case .window(let w, _) = pool.backing {
+        let generation = w._withUnsafeGuaranteedRef { $0.generation(ofSlot: _slot) }
+        h = sf_buf(pool: pool, slot: _slot, page: page, address: address, generation: generation)
+      } else {
+        h = sf_buf(pool: pool, slot: -1, page: page, address: address, generation: 0)
         _pool.release()
         _object.release()
       }
@@ -353,13 +375,112 @@
       return h
     }
 
+    /// Gives up the handle without freeing the mapping: the caller takes over its reference
+    /// (and, on a direct map, the retains of the pool and the object).
+    @usableFromInline consuming func disown() -> SFBufBatch.Entry {
+      let e = SFBufBatch.Entry(slot: _slot, object: _object, pageIndex: pageIndex, address: address)
+      discard self
+      return e
+    }
+
     @inlinable deinit {
-      if slot >= 0 {
-        if _pool._withUnsafeGuaranteedRef({ $0.releaseSlot(slot) }) { _pool.release() }
-      } else {
+      switch _pool._withUnsafeGuaranteedRef({ $0.backing }) {
+      case .window(let w, _):
+        // The slot's last reference releases the pool (``HostMachine/slotsBecameFree(_:)``).
+        w._withUnsafeGuaranteedRef { _ = $0.free(_slot) }
+      case .directMap:
         _pool.release()
         _object.release()
       }
+    }
+  }
+
+  /// Many mappings of one pool, owned together: a non-copyable container that frees every
+  /// mapping it holds when it goes away (or ``free()`` consumes it), with the pool lock
+  /// taken once for all of them.
+  ///
+  /// The way to hold more mappings than one variable can: ownership stays checked (a batch
+  /// cannot be copied, each mapping is freed exactly once), unlike an array of C-style
+  /// ``sf_buf`` handles. The batch keeps its pool alive.
+  public struct SFBufBatch: ~Copyable, @unchecked Sendable {
+    /// One mapping held: what an ``SFBuf`` holds.
+    @usableFromInline struct Entry {
+      @usableFromInline let slot: Int
+      @usableFromInline let object: Unmanaged<VMObject>
+      @usableFromInline let pageIndex: Int
+      @usableFromInline let address: UnsafeMutableRawPointer
+      @usableFromInline init(
+        slot: Int, object: Unmanaged<VMObject>, pageIndex: Int, address: UnsafeMutableRawPointer
+      ) {
+        self.slot = slot
+        self.object = object
+        self.pageIndex = pageIndex
+        self.address = address
+      }
+    }
+
+    /// The pool every mapping came from.
+    public let pool: SFBufPool
+    @usableFromInline var entries: UnsafeMutablePointer<Entry>
+    @usableFromInline var capacity: Int
+    /// The number of mappings held.
+    public private(set) var count = 0
+
+    /// An empty batch for mappings of `pool`, with room for `capacity` before it grows.
+    public init(pool: SFBufPool, capacity: Int = 16) {
+      self.pool = pool
+      self.capacity = max(capacity, 1)
+      entries = .allocate(capacity: self.capacity)
+    }
+
+    /// Whether the batch holds no mapping.
+    public var isEmpty: Bool { count == 0 }
+
+    /// Takes over `buf`, which must come from ``pool``. Amortised O(1).
+    public mutating func append(_ buf: consuming SFBuf) {
+      if buf._pool.toOpaque() != Unmanaged.passUnretained(pool).toOpaque() {
+        fatalError("SFBufBatch.append: the mapping belongs to another pool (foreign handle)")
+      }
+      if count == capacity {
+        let grown = UnsafeMutablePointer<Entry>.allocate(capacity: capacity * 2)
+        grown.moveInitialize(from: entries, count: count)
+        entries.deallocate()
+        entries = grown
+        capacity *= 2
+      }
+      let e = buf.disown()
+      (entries + count).initialize(to: e)
+      count += 1
+      if e.slot < 0 { Unmanaged.passUnretained(pool).release() }  // the batch holds the pool
+    }
+
+    /// Where mapping `i` is (`sf_buf_kva`). Valid while the batch holds it.
+    public func address(_ i: Int) -> UnsafeMutableRawPointer {
+      precondition(i >= 0 && i < count, "SFBufBatch: index \(i) out of 0..<\(count)")
+      return entries[i].address
+    }
+
+    /// The page mapping `i` maps (`sf_buf_page`).
+    public func page(_ i: Int) -> VMPage {
+      precondition(i >= 0 && i < count, "SFBufBatch: index \(i) out of 0..<\(count)")
+      return VMPage(object: entries[i].object.takeUnretainedValue(), index: entries[i].pageIndex)
+    }
+
+    /// Frees every mapping now (`sf_buf_free` of each).
+    public consuming func free() {}
+
+    deinit {
+      switch pool.backing {
+      case .window(let w, _):
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { slots in
+          for i in 0..<count { slots[i] = entries[i].slot }
+          w._withUnsafeGuaranteedRef { $0.free(slots: UnsafeBufferPointer(slots)) }
+        }
+      case .directMap:
+        for i in 0..<count { entries[i].object.release() }
+      }
+      entries.deinitialize(count: count)
+      entries.deallocate()
     }
   }
 

@@ -84,18 +84,16 @@
     /// cached). Never unwires the page.
     @inlinable public func sf_buf_free(_ sf: sf_buf) {
       checkOwn(sf, "sf_buf_free")
-      if sf.slot >= 0,
-        hotWindow!._withUnsafeGuaranteedRef({ $0.free(sf.slot, generation: sf.generation) })
-      {
-        Unmanaged.passUnretained(self).release()
+      if case .window(let w, _) = backing {
+        w._withUnsafeGuaranteedRef { _ = $0.free(sf.slot, generation: sf.generation) }
       }
     }
 
     /// `sf_buf_ref(sf)`: adds a reference to a mapping in use.
     @inlinable public func sf_buf_ref(_ sf: sf_buf) {
       checkOwn(sf, "sf_buf_ref")
-      if sf.slot >= 0 {
-        hotWindow!._withUnsafeGuaranteedRef { $0.ref(sf.slot, generation: sf.generation) }
+      if case .window(let w, _) = backing {
+        w._withUnsafeGuaranteedRef { $0.ref(sf.slot, generation: sf.generation) }
       }
     }
 

@@ -11,45 +11,47 @@
   /// Each reference (a Swift strong reference) is one holder: the sendfile call while the
   /// bytes are being written, and a zero-copy notification until the kernel says it is done
   /// with them. When the last holder lets go, the release callback runs, as the kernel's
-  /// `sendfile_free_mext` does: every sf_buf is freed (`sf_buf_free`) and every page
-  /// unwired (`vm_page_unwire`). The bytes are never read or written by user code: the
-  /// kernel reads them inside `sendmsg(2)`, where a page past the end of a truncated file is
-  /// an `EFAULT`, not a `SIGBUS`.
+  /// `sendfile_free_mext` does: every sf_buf is freed (`sf_buf_free`, one pool lock for the
+  /// whole batch) and every page unwired (`vm_page_unwire`). The bytes are never read or
+  /// written by user code: the kernel reads them inside `sendmsg(2)`, where a page past the
+  /// end of a truncated file is an `EFAULT`, not a `SIGBUS`.
   ///
-  /// Cost: one object and one array; releasing frees each mapping (a window slot's atomic
-  /// reference) and unwires the run with one call.
+  /// Cost: one object; releasing frees the mappings as one ``SFBufBatch`` and unwires the
+  /// run with one call.
   public final class NetBuffer: @unchecked Sendable {
-    /// The pool the mappings came from.
-    public let pool: SFBufPool
-    /// The mappings (`struct sf_buf *`), of pages `firstPage`, `firstPage + 1`, ... of one
-    /// object, owned by this buffer.
-    public let sfbufs: [sf_buf]
+    /// The mappings, of pages `firstPage`, `firstPage + 1`, ... of one object, owned by this
+    /// buffer (`nil` only while it is being released).
+    private var batch: SFBufBatch?
+    /// The first page carried.
+    public let firstPage: VMPage
+    /// The number of pages carried.
+    public let count: Int
 
-    /// Takes over `sfbufs`, mappings of consecutive wired pages of one object, and one wire
+    /// Takes over `batch`, mappings of consecutive wired pages of one object, and one wire
     /// of each page: all are released with the buffer.
-    /// - Precondition: `sfbufs` is not empty and maps consecutive pages of one object (the
+    /// - Precondition: `batch` is not empty and maps consecutive pages of one object (the
     ///   ends are checked always, every page in debug builds).
-    public init(pool: SFBufPool, sfbufs: [sf_buf]) {
-      precondition(!sfbufs.isEmpty, "a network buffer holds at least one page")
-      let first = sf_buf_page(sfbufs[0])
-      let last = sf_buf_page(sfbufs[sfbufs.count - 1])
+    public init(_ batch: consuming SFBufBatch) {
+      precondition(!batch.isEmpty, "a network buffer holds at least one page")
+      let first = batch.page(0)
+      let last = batch.page(batch.count - 1)
       precondition(
-        last.object === first.object && last.index == first.index + sfbufs.count - 1,
+        last.object === first.object && last.index == first.index + batch.count - 1,
         "a network buffer holds consecutive pages of one object")
       assert(
-        sfbufs.enumerated().allSatisfy { sf_buf_page($1) == first.object.page(first.index + $0) },
+        (0..<batch.count).allSatisfy { batch.page($0) == first.object.page(first.index + $0) },
         "a network buffer holds consecutive pages of one object")
-      self.pool = pool
-      self.sfbufs = sfbufs
+      firstPage = first
+      count = batch.count
+      self.batch = consume batch
     }
 
-    /// The first page carried.
-    public var firstPage: VMPage { sf_buf_page(sfbufs[0]) }
+    /// Where page `i` of the buffer is mapped (`sf_buf_kva`).
+    public func address(_ i: Int) -> UnsafeMutableRawPointer { batch!.address(i) }
 
     deinit {
-      let first = firstPage
-      for sf in sfbufs { pool.sf_buf_free(sf) }
-      first.object.unwire(pages: first.index..<(first.index + sfbufs.count))
+      batch.take()?.free()
+      firstPage.object.unwire(pages: firstPage.index..<(firstPage.index + count))
     }
   }
 

@@ -295,15 +295,14 @@
     /// one run, without sleeping: one `mmap` when the window has a free block. Otherwise the
     /// first page is asked for alone, sleeping if need be, and the rest as a run.
     mutating func mapChain(_ firstPage: Int, _ pages: Int) throws(SendfileError) -> Int {
-      var mapped: [sf_buf] = []
-      mapped.reserveCapacity(pages)
+      var mapped = SFBufBatch(pool: pool, capacity: pages)
       if pool.isDirectMap || pages > 1 && pool.freeSlots >= pages {
         mapRun(firstPage..<(firstPage + pages), &mapped)
       }
       if mapped.isEmpty {
         do {
           let flags: SFBufPool.Flags = nonBlocking ? .noWait : .interruptible
-          mapped.append(try pool.allocate(file.page(firstPage), flags: flags).release())
+          mapped.append(try pool.allocate(file.page(firstPage), flags: flags))
         } catch {
           // A page past the end of a file truncated since the size was read is refused
           // (EINVAL): the call follows the size and ends with a short count.
@@ -317,16 +316,17 @@
         }
         mapRun((firstPage + 1)..<(firstPage + pages), &mapped)
       }
-      appendPages(NetBuffer(pool: pool, sfbufs: mapped), firstPage: firstPage)
-      return mapped.count
+      let count = mapped.count
+      appendPages(NetBuffer(mapped), firstPage: firstPage)
+      return count
     }
 
     /// Maps `pages` with `SFB_NOWAIT`, as one run where possible, appending each mapping to
     /// `mapped`; stops at the first that cannot be had.
-    func mapRun(_ pages: Range<Int>, _ mapped: inout [sf_buf]) {
+    func mapRun(_ pages: Range<Int>, _ mapped: inout SFBufBatch) {
       guard !pages.isEmpty else { return }
       do {
-        try pool.allocateRun(of: file, pages: pages, flags: .noWait) { mapped.append($0.release()) }
+        try pool.allocateRun(of: file, pages: pages, flags: .noWait) { mapped.append($0) }
       } catch {
         // Full window (or a refused mapping): the chain ends here and goes as it is.
       }
@@ -336,13 +336,13 @@
     /// one segment per page carrying the part of it the call sends; the last segment holds
     /// the buffer.
     mutating func appendPages(_ buffer: NetBuffer, firstPage: Int) {
-      let last = buffer.sfbufs.count - 1
-      for (i, sf) in buffer.sfbufs.enumerated() {
+      let last = buffer.count - 1
+      for i in 0..<buffer.count {
         let pageStart = (firstPage + i) * vmPageSize
         let from = max(pos, pageStart)
         let to = min(end, pageStart + vmPageSize)
         append(
-          UnsafeRawPointer(sf_buf_kva(sf)) + (from - pageStart), to - from, .file,
+          UnsafeRawPointer(buffer.address(i)) + (from - pageStart), to - from, .file,
           i == last ? buffer : nil)
       }
     }

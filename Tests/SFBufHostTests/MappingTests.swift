@@ -74,7 +74,7 @@ struct MappingTests {
     let a0 = try pool.allocate(o.page(0), flags: .noWait)
     let a5 = try pool.allocate(o.page(5), flags: [.interruptible])
     #expect(a5.address - a0.address == 5 * vmPageSize)
-    #expect(a0.slot == -1)
+    #expect(a0.slot == nil)
     #expect(pool.stats == SFBufStats())
     #expect(pool.mapCalls == 0)
   }
@@ -84,7 +84,7 @@ struct MappingTests {
     let pool = try SFBufPool(nsfbufs: 16)
     let objects = try (0..<8).map { _ in try taggedAnonymous(pages: 2) }
     var slots: [Int] = []
-    for o in objects { slots.append(try pool.allocate(o.page(1)).slot) }
+    for o in objects { slots.append(try pool.allocate(o.page(1)).slot!) }
     #expect(Set(slots).count == 8)
     for (o, s) in zip(objects, slots) {
       let b = try pool.allocate(o.page(1))

@@ -107,7 +107,7 @@ struct PerfStressTests {
     let keeper = try pool.allocate(o.page(2))
     for _ in 0..<10 { try pool.allocate(o.page(2)).free() }
     #expect(pool.stats.hits == 10)
-    #expect(pool.window!.references(ofSlot: keeper.slot) == 1)
+    #expect(pool.window!.references(ofSlot: keeper.slot!) == 1)
     keeper.free()
     #expect(pool.stats.hits == 10 && pool.stats.nsfbufsused == 0)
     #expect(pool.window!.checkInvariants() == nil)

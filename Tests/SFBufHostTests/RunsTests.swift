@@ -18,7 +18,7 @@ struct RunsTests {
     var kept: [sf_buf] = []
     try pool.allocateRun(of: o, pages: 8..<16) { buf in
       #expect(readTag(buf) == tag(o, buf.pageIndex))
-      slots.append(buf.slot)
+      slots.append(buf.slot!)
       kept.append(buf.release())
     }
     #expect(pool.mapCalls == 1)
@@ -91,7 +91,7 @@ struct RunsTests {
     var slots: [Int] = []
     try pool.allocateRun(of: o, pages: 0..<8) { buf in
       #expect(readTag(buf) == tag(o, buf.pageIndex))
-      slots.append(buf.slot)
+      slots.append(buf.slot!)
     }
     #expect(pool.mapCalls == calls + 1)
     #expect(slots == Array(slots[0]..<(slots[0] + 8)))

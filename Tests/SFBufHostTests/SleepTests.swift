@@ -157,7 +157,7 @@ struct SleepTests {
         TestThread {
           let buf = try! pool.allocate(o.page(3))
           precondition(readTag(buf) == tag(o, 3))
-          slots.with { $0.append(buf.slot) }
+          slots.with { $0.append(buf.slot!) }
           while !release.get { usleep(500) }
         })
       #expect(waitUntil { pool.window!.sleepers == n })

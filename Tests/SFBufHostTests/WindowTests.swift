@@ -42,7 +42,7 @@ struct WindowTests {
     for i in [2, 0, 3, 1] { pool.sf_buf_free(bufs[i]) }
     #expect(w.freeList() == [2, 0, 3, 1])
     var reused: [Int] = []
-    for i in 4..<8 { reused.append(try pool.allocate(o.page(i)).slot) }
+    for i in 4..<8 { reused.append(try pool.allocate(o.page(i)).slot!) }
     // Each new page takes the head; freeing it puts it at the tail again.
     #expect(reused == [2, 0, 3, 1])
     // The old pages' mappings are gone from the hash; the new ones are cached.
