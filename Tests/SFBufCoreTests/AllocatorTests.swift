@@ -218,3 +218,53 @@ struct StatsTests {
     #expect(SFBufStats().hitRate == 0)
   }
 }
+
+/// The machine hooks that let a host keep something alive per slot in use, and freeing many
+/// slots with one lock.
+@Suite("Slots-in-use hooks and batch frees")
+struct SlotHookTests {
+  @Test("the hooks count exactly the slots in use, through hits, misses, refusals and frees")
+  func hooksFollowSlotsInUse() throws {
+    let m = RecordingMachine(cpus: 1, slots: 2)
+    let a = SFBufAllocator(machine: m, nsfbufs: 2)
+    func check(_ line: Int = #line) {
+      #expect(m.used == a.stats.nsfbufsused, "hooks disagree with nsfbufsused (line \(line))")
+    }
+    let s0 = try a.allocate(Frame(n: 0))  // miss
+    check()
+    #expect(try a.allocate(Frame(n: 0)) == s0)  // hit on a slot in use: no hook
+    check()
+    a.free(s0)
+    check()
+    a.free(s0)  // the last reference
+    check()
+    #expect(m.used == 0 && !m.freedLocked)
+    _ = try a.allocate(Frame(n: 0))  // a hit on a free cached slot reactivates it
+    check()
+    m.refuse = [7]
+    #expect(throws: SFBufError.mappingRefused(errno: 13)) { try a.allocate(Frame(n: 7)) }
+    check()
+    a.free(s0)
+    check()
+    #expect(m.used == 0)
+  }
+
+  @Test("free(slots:) takes the lock once, and not at all when no reference is the last")
+  func batchFreeLocksOnce() throws {
+    let m = RecordingMachine(cpus: 1, slots: 8)
+    let a = SFBufAllocator(machine: m, nsfbufs: 8)
+    var slots: [Int] = []
+    for n in 0..<6 { slots.append(try a.allocate(Frame(n: n))) }
+    for s in slots { a.ref(s) }
+    var before = m.locks
+    slots.withUnsafeBufferPointer { a.free(slots: $0) }  // none is the last
+    #expect(m.locks == before)
+    #expect(a.stats.nsfbufsused == 6)
+    before = m.locks
+    slots.withUnsafeBufferPointer { a.free(slots: $0) }
+    #expect(m.locks == before + 1)
+    #expect(a.stats.nsfbufsused == 0 && m.used == 0 && !m.freedLocked)
+    #expect(a.freeList().suffix(6) == slots)  // freed in the order given
+    #expect(a.checkInvariants() == nil)
+  }
+}

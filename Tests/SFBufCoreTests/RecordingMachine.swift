@@ -35,9 +35,25 @@ final class RecordingMachine: SFBufMachine {
     live = Array(repeating: false, count: slots)
   }
 
+  /// Times the lock was taken.
+  var locks = 0
+  /// Slots in use as the hooks report them (``slotBecameUsed()``, ``slotsBecameFree(_:)``).
+  var used = 0
+  /// Whether a free hook came while the lock was held.
+  var freedLocked = false
+
   func lock() {
     precondition(!locked, "allocator lock taken twice")
     locked = true
+    locks += 1
+  }
+  func slotBecameUsed() {
+    precondition(locked, "slotBecameUsed without the lock")
+    used += 1
+  }
+  func slotsBecameFree(_ count: Int) {
+    if locked { freedLocked = true }
+    used -= count
   }
   func unlock() {
     precondition(locked, "allocator lock released while free")
