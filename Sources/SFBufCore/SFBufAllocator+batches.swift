@@ -20,13 +20,13 @@ extension SFBufAllocator {
     var hi = -1
     var s = book.pointee.freeHead
     while s >= 0 && marked < batch {
-      if !slots[Int(s)].released {
-        marks[Int(s)] = true
+      if !line(Int(s)).pointee.released {
+        line(Int(s)).pointee.marked = true
         marked += 1
         lo = min(lo, Int(s))
         hi = max(hi, Int(s))
       }
-      s = slots[Int(s)].freeNext
+      s = line(Int(s)).pointee.freeNext
     }
     var start = -1
     var last = -1
@@ -36,8 +36,8 @@ extension SFBufAllocator {
         // A slot in use ends the stretch.
         release(start, last)
         start = -1
-      } else if marks[i] {
-        marks[i] = false
+      } else if line(i).pointee.marked {
+        line(i).pointee.marked = false
         if start < 0 { start = i }
         last = i
       }
@@ -49,7 +49,7 @@ extension SFBufAllocator {
   @inlinable func release(_ start: Int, _ last: Int) {
     guard start >= 0 else { return }
     machine.unmap(slots: start..<(last + 1))
-    for s in start...last { slots[s].released = true }
+    for s in start...last { line(s).pointee.released = true }
   }
 
   // MARK: Runs
@@ -118,7 +118,7 @@ extension SFBufAllocator {
     }
     book.pointee.counters.misses &+= count
     if mapsOutsideLock {
-      let present = (first..<(first + count)).contains { !slots[$0].released }
+      let present = (first..<(first + count)).contains { !line($0).pointee.released }
       for i in 0..<count { claim(Int32(first + i), for: page(i)) }
       machine.unlock()
       if present { machine.unmap(slots: first..<(first + count)) }
@@ -142,7 +142,7 @@ extension SFBufAllocator {
       oldWasLive = try machine.map(run: page(0), count: count, slot: first)
     } catch {
       for s in (Int32(first)..<Int32(first + count)).reversed() {
-        slots[Int(s)].released = true
+        line(Int(s)).pointee.released = true
         insertFree(s, atHead: true)
       }
       book.pointee.counters.sf_allocfail &+= 1

@@ -28,11 +28,13 @@ extension SFBufAllocator {
     while s >= 0 {
       if Int(s) >= n { return "free list holds \(s), not a slot" }
       if onFree[Int(s)] { return "slot \(s) is on the free list twice" }
-      if slots[Int(s)].freePrev != prev { return "free list back link of slot \(s) is wrong" }
+      if line(Int(s)).pointee.freePrev != prev {
+        return "free list back link of slot \(s) is wrong"
+      }
       onFree[Int(s)] = true
       count += 1
       prev = s
-      s = slots[Int(s)].freeNext
+      s = line(Int(s)).pointee.freeNext
     }
     let book = book.pointee
     let counters = book.counters
@@ -50,11 +52,11 @@ extension SFBufAllocator {
       if refs == 0 && !onFree[i] { return "slot \(i) has no reference but is not free" }
       if refs > 0 && onFree[i] { return "slot \(i) has \(refs) references but is free" }
       if refs > 0 { used += 1 }
-      if refs > 0 && slots[i].page == nil { return "slot \(i) is in use but maps no page" }
+      if refs > 0 && line(i).pointee.page == nil { return "slot \(i) is in use but maps no page" }
       if word & SlotLine.mapping != 0 {
         mapping += 1
         if refs != 1 { return "slot \(i) is being mapped but has \(refs) references" }
-      } else if slots[i].mappingWaiters != nil {
+      } else if line(i).pointee.mappingWaiters != nil {
         return "allocations wait for slot \(i)'s mapping, but nobody maps it"
       }
     }
@@ -68,14 +70,16 @@ extension SFBufAllocator {
     if counters.nsfbufspeak < used { return "nsfbufspeak \(counters.nsfbufspeak) < used \(used)" }
     var inHash = [Bool](repeating: false, count: n)
     for b in 0..<(1 << (UInt.bitWidth - bucketShift)) {
-      var s = buckets[b].load(ordering: .relaxed)
+      var s = head(b).pointee.bucket.load(ordering: .relaxed)
       var steps = 0
       while s >= 0 {
         steps += 1
         if Int(s) >= n || steps > n { return "hash chain of bucket \(b) is corrupt" }
         if inHash[Int(s)] { return "slot \(s) is in the hash twice" }
         inHash[Int(s)] = true
-        guard let p = slots[Int(s)].page else { return "slot \(s) is hashed but maps no page" }
+        guard let p = line(Int(s)).pointee.page else {
+          return "slot \(s) is hashed but maps no page"
+        }
         if bucket(p.hashKey) != b {
           return "slot \(s) is in bucket \(b), its page hashes elsewhere"
         }
@@ -85,9 +89,9 @@ extension SFBufAllocator {
         s = line(s).pointee.next.load(ordering: .relaxed)
       }
     }
-    for i in 0..<n where slots[i].page != nil {
+    for i in 0..<n where line(i).pointee.page != nil {
       if !inHash[i] { return "slot \(i) maps a page but is not in the hash" }
-      if Int(lookup(slots[i].page!)) != i {
+      if Int(lookup(line(i).pointee.page!)) != i {
         return "slot \(i)'s page is mapped by another slot too"
       }
     }
@@ -126,9 +130,9 @@ extension SFBufAllocator {
     defer { machine.unlock() }
     switch c {
     case .duplicatePage(let a, let b):
-      if slots[b].page != nil { unhash(Int32(b)) }
-      slots[b].page = slots[a].page
-      hash(Int32(b), key: slots[a].page!.hashKey)
+      if line(b).pointee.page != nil { unhash(Int32(b)) }
+      line(b).pointee.page = line(a).pointee.page
+      hash(Int32(b), key: line(a).pointee.page!.hashKey)
     case .leakFreeSlot(let s):
       removeFree(Int32(s))
     case .miscountUsed:

@@ -4,27 +4,10 @@
 
 import Synchronization
 
-/// The part of a slot that hits touch without the lock, alone in its cache line so that
-/// threads hitting different slots do not disturb each other.
-///
-/// `word` holds the slot's references in its low 31 bits, the ``mapping`` flag in bit 31
-/// and, in its high 32 bits, the hits taken without the lock since the slot was last freed
-/// (moved to the counters then).
-/// `key` is the cached page's `hashKey` and `next` the hash chain link: written under the
-/// lock, read without it as hints only (a hit checks the page once it holds a reference).
-@usableFromInline struct SlotLine: ~Copyable {
-  @usableFromInline let word = Atomic<UInt64>(0)
-  @usableFromInline let key = Atomic<UInt>(0)
-  @usableFromInline let next = Atomic<Int32>(-1)
-  /// Bumped each time the slot goes from free to in use (under the lock, before the reference
-  /// word is published), so that a handle made in one period of use is told from a handle
-  /// of a later one: see ``SFBufAllocator/generation(ofSlot:)``.
-  @usableFromInline let generation = Atomic<UInt32>(0)
-
-  @inlinable init() {}
-
-  /// Bytes from one slot's line to the next.
-  @inlinable static var stride: Int { 64 }
+/// The layout of a slot's reference word (``SFBufAllocator/Slot/word``): its references in
+/// the low 31 bits, the ``mapping`` flag in bit 31 and, in the high 32 bits, the hits taken
+/// without the lock since the slot was last freed (moved to the counters then).
+@usableFromInline enum SlotLine {
   @usableFromInline static let oneRef: UInt64 = 1
   @usableFromInline static let oneHit: UInt64 = 1 << 32
   /// Set while a miss maps the slot outside the lock (its one reference is the miss's own):
@@ -35,9 +18,18 @@ import Synchronization
 }
 
 extension SFBufAllocator {
-  @inlinable func line(_ s: Int32) -> UnsafeMutablePointer<SlotLine> {
-    (lines + Int(s) * SlotLine.stride).assumingMemoryBound(to: SlotLine.self)
+  /// Slot `s`'s line.
+  @inlinable func line(_ s: Int32) -> UnsafeMutablePointer<Slot> { line(Int(s)) }
+
+  @inlinable func line(_ s: Int) -> UnsafeMutablePointer<Slot> {
+    (lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
   }
+
+  /// Bytes from one slot's line to the next: whole cache lines.
+  @inlinable static var lineStride: Int { (MemoryLayout<Slot>.stride + 63) & ~63 }
+
+  /// The head of hash bucket `b`, kept in line `b` (there are no more buckets than slots).
+  @inlinable func head(_ b: Int) -> UnsafeMutablePointer<Slot> { line(b) }
 
   // MARK: Hash: page -> slot, chained through the slots
 
@@ -49,9 +41,9 @@ extension SFBufAllocator {
 
   /// The slot caching `page`, or -1.
   @inlinable func lookup(_ page: Page) -> Int32 {
-    var s = buckets[bucket(page.hashKey)].load(ordering: .relaxed)
+    var s = head(bucket(page.hashKey)).pointee.bucket.load(ordering: .relaxed)
     while s >= 0 {
-      if slots[Int(s)].page == page { return s }
+      if line(Int(s)).pointee.page == page { return s }
       s = line(s).pointee.next.load(ordering: .relaxed)
     }
     return -1
@@ -60,18 +52,18 @@ extension SFBufAllocator {
   @inlinable func hash(_ s: Int32, key: UInt) {
     let b = bucket(key)
     line(s).pointee.key.store(key, ordering: .relaxed)
-    line(s).pointee.next.store(buckets[b].load(ordering: .relaxed), ordering: .relaxed)
-    buckets[b].store(s, ordering: .releasing)
+    line(s).pointee.next.store(head(b).pointee.bucket.load(ordering: .relaxed), ordering: .relaxed)
+    head(b).pointee.bucket.store(s, ordering: .releasing)
   }
 
   @inlinable func unhash(_ s: Int32) {
-    let b = bucket(slots[Int(s)].page!.hashKey)
+    let b = bucket(line(Int(s)).pointee.page!.hashKey)
     let next = line(s).pointee.next.load(ordering: .relaxed)
-    let head = buckets[b].load(ordering: .relaxed)
-    if head == s {
-      buckets[b].store(next, ordering: .releasing)
+    let first = head(b).pointee.bucket.load(ordering: .relaxed)
+    if first == s {
+      head(b).pointee.bucket.store(next, ordering: .releasing)
     } else {
-      var p = head
+      var p = first
       while line(p).pointee.next.load(ordering: .relaxed) != s {
         p = line(p).pointee.next.load(ordering: .relaxed)
       }
@@ -89,7 +81,7 @@ extension SFBufAllocator {
   /// check's reference turns out to be the slot's last, the slot goes free here.
   @inlinable func referenceIfInUse(_ page: Page) -> Int32 {
     let key = page.hashKey
-    var s = buckets[bucket(key)].load(ordering: .acquiring)
+    var s = head(bucket(key)).pointee.bucket.load(ordering: .acquiring)
     var steps = 0
     while s >= 0 && steps < nsfbufs {
       let l = line(s)
@@ -102,7 +94,7 @@ extension SFBufAllocator {
           if done {
             // Safe to read: a slot with a reference is not recycled, and the recycler's
             // release of the word made the page visible.
-            if slots[Int(s)].page == page { return s }
+            if line(Int(s)).pointee.page == page { return s }
             if !dropReferenceIfNotLast(s, hit: true) {
               machine.lock()
               let last = dropReferenceLocked(s, hit: true)
@@ -205,19 +197,19 @@ extension SFBufAllocator {
 
   @inlinable func insertFree(_ s: Int32, atHead: Bool) {
     if atHead {
-      slots[Int(s)].freePrev = -1
-      slots[Int(s)].freeNext = book.pointee.freeHead
+      line(Int(s)).pointee.freePrev = -1
+      line(Int(s)).pointee.freeNext = book.pointee.freeHead
       if book.pointee.freeHead >= 0 {
-        slots[Int(book.pointee.freeHead)].freePrev = s
+        line(Int(book.pointee.freeHead)).pointee.freePrev = s
       } else {
         book.pointee.freeTail = s
       }
       book.pointee.freeHead = s
     } else {
-      slots[Int(s)].freeNext = -1
-      slots[Int(s)].freePrev = book.pointee.freeTail
+      line(Int(s)).pointee.freeNext = -1
+      line(Int(s)).pointee.freePrev = book.pointee.freeTail
       if book.pointee.freeTail >= 0 {
-        slots[Int(book.pointee.freeTail)].freeNext = s
+        line(Int(book.pointee.freeTail)).pointee.freeNext = s
       } else {
         book.pointee.freeHead = s
       }
@@ -227,12 +219,12 @@ extension SFBufAllocator {
   }
 
   @inlinable func removeFree(_ s: Int32) {
-    let prev = slots[Int(s)].freePrev
-    let next = slots[Int(s)].freeNext
-    if prev >= 0 { slots[Int(prev)].freeNext = next } else { book.pointee.freeHead = next }
-    if next >= 0 { slots[Int(next)].freePrev = prev } else { book.pointee.freeTail = prev }
-    slots[Int(s)].freePrev = -1
-    slots[Int(s)].freeNext = -1
+    let prev = line(Int(s)).pointee.freePrev
+    let next = line(Int(s)).pointee.freeNext
+    if prev >= 0 { line(Int(prev)).pointee.freeNext = next } else { book.pointee.freeHead = next }
+    if next >= 0 { line(Int(next)).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
+    line(Int(s)).pointee.freePrev = -1
+    line(Int(s)).pointee.freeNext = -1
     book.pointee.freeCount -= 1
   }
 
@@ -321,14 +313,14 @@ extension SFBufAllocator {
     w.state = .awaitingMapping
     w._waitsForMapping = true
     w.mappingSlot = s
-    w.next = slots[Int(s)].mappingWaiters
-    slots[Int(s)].mappingWaiters = w
+    w.next = line(Int(s)).pointee.mappingWaiters
+    line(Int(s)).pointee.mappingWaiters = w
   }
 
   /// Wakes every allocation waiting for slot `s`'s mapping; they look in the hash again.
   @inlinable func wakeMappingWaiters(_ s: Int32) {
-    while let w = slots[Int(s)].mappingWaiters {
-      slots[Int(s)].mappingWaiters = w.next
+    while let w = line(Int(s)).pointee.mappingWaiters {
+      line(Int(s)).pointee.mappingWaiters = w.next
       w.next = nil
       w.state = .idle
       w.mappingSlot = -1

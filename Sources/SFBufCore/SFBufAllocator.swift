@@ -38,18 +38,35 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// How misses recycle free slots.
   public let policy: SFBufReclaimPolicy
 
-  /// What the lock guards for each slot.
-  @usableFromInline struct Slot {
-    @usableFromInline var page: Page?
-    /// CPUs whose TLB holds the current translation (only when the machine tracks TLBs).
-    @usableFromInline var cpus = CPUSet()
+  /// Everything a slot keeps, in one cache line (64 bytes on the host): the part hits touch
+  /// without the lock first (its reference word, and its hash key and link, read as hints:
+  /// a hit checks the page once it holds a reference), then what the lock guards.
+  @usableFromInline struct Slot: ~Copyable {
+    /// References, the mapping flag and hits without the lock (see ``SlotLine``).
+    @usableFromInline let word = Atomic<UInt64>(0)
+    /// The cached page's `hashKey`; written under the lock.
+    @usableFromInline let key = Atomic<UInt>(0)
+    /// The next slot of the hash chain, or -1; written under the lock.
+    @usableFromInline let next = Atomic<Int32>(-1)
+    /// Bumped each time the slot goes from free to in use (under the lock, before the
+    /// reference word is published), so that a handle made in one period of use is told
+    /// from a handle of a later one: see ``generation(ofSlot:)``.
+    @usableFromInline let generation = Atomic<UInt32>(0)
+    /// The first slot of hash bucket *number this slot's index*, or -1 (the buckets live in
+    /// the lines: see ``head(_:)``).
+    @usableFromInline let bucket = Atomic<Int32>(-1)
     @usableFromInline var freePrev: Int32 = -1
     @usableFromInline var freeNext: Int32 = -1
     /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
     /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
     @usableFromInline var released = true
+    /// Scratch for ``releaseBatch(_:)``.
+    @usableFromInline var marked = false
+    @usableFromInline var page: Page?
     /// Allocations waiting for this slot's mapping by a miss outside the lock.
     @usableFromInline var mappingWaiters: Waiter?
+
+    @inlinable init() {}
   }
 
   /// What the lock guards for the pool.
@@ -71,15 +88,14 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var faults = SFBufFaults()
   }
 
-  @usableFromInline let slots: UnsafeMutablePointer<Slot>
-  /// One cache line per slot: its reference word and its hash link (see ``SlotLine``).
+  /// The slots' lines (``Slot``), ``lineStride`` bytes apart.
   @usableFromInline let lines: UnsafeMutableRawPointer
-  @usableFromInline let buckets: UnsafeMutablePointer<Atomic<Int32>>
+  /// CPUs whose TLB holds each slot's translation; only on machines that track TLBs.
+  @usableFromInline let cpuSets: UnsafeMutablePointer<CPUSet>
+  /// 64 less the log2 of the number of hash buckets (a power of two, at most `nsfbufs`).
   @usableFromInline let bucketShift: Int
   /// Behind a pointer, so that the locked state needs no exclusivity checks.
   @usableFromInline let book: UnsafeMutablePointer<Book>
-  /// Scratch for batches: one flag per slot.
-  @usableFromInline let marks: UnsafeMutablePointer<Bool>
 
   /// Creates an allocator of `nsfbufs` slots over `machine`'s window, all free, in address
   /// order, recycling them by `policy`.
@@ -92,37 +108,29 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     self.machine = machine
     self.nsfbufs = nsfbufs
     self.policy = policy
-    slots = .allocate(capacity: nsfbufs)
-    slots.initialize(repeating: Slot(), count: nsfbufs)
-    lines = .allocate(byteCount: nsfbufs * SlotLine.stride, alignment: SlotLine.stride)
+    lines = .allocate(byteCount: nsfbufs * Self.lineStride, alignment: 64)
     for s in 0..<nsfbufs {
-      (lines + s * SlotLine.stride).bindMemory(to: SlotLine.self, capacity: 1)
-        .initialize(to: SlotLine())
+      (lines + s * Self.lineStride).bindMemory(to: Slot.self, capacity: 1).initialize(to: Slot())
     }
+    let cpuCount = Machine.tracksTLBs ? nsfbufs : 1
+    cpuSets = .allocate(capacity: cpuCount)
+    cpuSets.initialize(repeating: CPUSet(), count: cpuCount)
     var shift = 0
-    while (1 << shift) < nsfbufs { shift += 1 }
-    shift = max(shift, 1)
+    while (2 << shift) <= nsfbufs { shift += 1 }
     bucketShift = UInt.bitWidth - shift
-    buckets = .allocate(capacity: 1 << shift)
-    for b in 0..<(1 << shift) { (buckets + b).initialize(to: Atomic(-1)) }
     book = .allocate(capacity: 1)
     book.initialize(to: Book())
-    marks = .allocate(capacity: nsfbufs)
-    marks.initialize(repeating: false, count: nsfbufs)
     book.pointee.counters.nsfbufs = nsfbufs
     for s in 0..<Int32(nsfbufs) { insertFree(s, atHead: false) }
   }
 
   deinit {
-    slots.deinitialize(count: nsfbufs)
-    slots.deallocate()
-    for s in 0..<nsfbufs { _ = line(Int32(s)).move() }
+    for s in 0..<nsfbufs { _ = line(s).move() }
     lines.deallocate()
-    buckets.deinitialize(count: 1 << (UInt.bitWidth - bucketShift))
-    buckets.deallocate()
+    cpuSets.deinitialize(count: Machine.tracksTLBs ? nsfbufs : 1)
+    cpuSets.deallocate()
     book.deinitialize(count: 1)
     book.deallocate()
-    marks.deallocate()
   }
 
   // MARK: - Allocation
@@ -269,7 +277,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
     if book.pointee.freeCount > book.pointee.reserved {
       let s = book.pointee.freeHead
-      if case .batched(let batch) = policy, !slots[Int(s)].released { releaseBatch(batch) }
+      if case .batched(let batch) = policy, !line(Int(s)).pointee.released { releaseBatch(batch) }
       removeFree(s)
       book.pointee.counters.misses &+= 1
       if mapsOutsideLock {
@@ -314,7 +322,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       oldWasLive = try machine.map(page, slot: Int(s))
     } catch {
       // The slot maps nothing we know of: reuse it first, it is the cheapest to map.
-      slots[Int(s)].released = true
+      line(Int(s)).pointee.released = true
       insertFree(s, atHead: true)
       throw .mappingRefused(errno: error.code)
     }
@@ -328,8 +336,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// slot's one reference and its ``SlotLine/mapping`` flag, so that hits wait. Locked.
   @inlinable func claim(_ s: Int32, for page: Page) {
     forget(s)
-    slots[Int(s)].page = page
-    slots[Int(s)].released = false
+    line(Int(s)).pointee.page = page
+    line(Int(s)).pointee.released = false
     hash(s, key: page.hashKey)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     book.pointee.mappingsInFlight += 1
@@ -361,9 +369,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @inlinable func publish(_ s: Int32, oldWasLive: Bool, _ flags: SFBufFlags) {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
-    if oldWasLive && !book.pointee.faults.contains(.keepCPUSetOnRemap) {
-      slots[Int(s)].cpus = .none
-    }
+    replacedTranslation(s, wasLive: oldWasLive)
     book.pointee.counters.remaps &+= 1
     line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
     applyCPURules(Int(s), flags, hit: false)
@@ -379,38 +385,45 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     book.pointee.counters.nsfbufsused -= 1
     machine.slotsBecameFree(1)
     forget(s)
-    slots[Int(s)].released = true
+    line(Int(s)).pointee.released = true
     insertFree(s, atHead: true)
   }
 
   /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.
   @inlinable func forget(_ s: Int32) {
-    if slots[Int(s)].page != nil {
+    if line(Int(s)).pointee.page != nil {
       unhash(s)
-      slots[Int(s)].page = nil
+      line(Int(s)).pointee.page = nil
     }
   }
 
   /// Records that free slot `s` (off the free list, forgotten) now maps `page`, with one
   /// reference. Locked.
   @inlinable func enter(_ page: Page, slot s: Int32, oldWasLive: Bool) {
-    if oldWasLive && !book.pointee.faults.contains(.keepCPUSetOnRemap) {
-      slots[Int(s)].cpus = .none
-    }
-    slots[Int(s)].page = page
-    slots[Int(s)].released = false
+    replacedTranslation(s, wasLive: oldWasLive)
+    line(Int(s)).pointee.page = page
+    line(Int(s)).pointee.released = false
     hash(s, key: page.hashKey)
     // Publishes the page to hits that find the slot without the lock.
     becameUsed(s)
     line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
   }
 
-  /// SPEC §3.7: make the translation valid on the calling CPU, and on every other CPU unless
+  /// The one place a slot's CPU set is reset: when its translation was replaced and the old
+  /// one was live (some TLB may hold it), no CPU is known to hold the new one. Locked.
+  @inlinable func replacedTranslation(_ s: Int32, wasLive: Bool) {
+    guard Machine.tracksTLBs, wasLive, !book.pointee.faults.contains(.keepCPUSetOnRemap) else {
+      return
+    }
+    cpuSets[Int(s)] = .none
+  }
+
+  /// Make the translation valid on the calling CPU, and on every other CPU unless
   /// the mapping is CPU-private. Locked.
   @inlinable func applyCPURules(_ s: Int, _ flags: SFBufFlags, hit: Bool) {
     guard Machine.tracksTLBs else { return }
     let faults = book.pointee.faults
-    var cpus = slots[s].cpus
+    var cpus = cpuSets[s]
     let me = machine.currentCPU
     if !cpus.contains(me) {
       if !faults.contains(.skipLocalInvalidate) { machine.invalidateLocal(slot: s) }
@@ -425,7 +438,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         cpus.formUnion(others)
       }
     }
-    slots[s].cpus = cpus
+    cpuSets[s] = cpus
   }
 
   @inlinable func checkCaller(_ page: Page, _ flags: SFBufFlags) {
@@ -546,7 +559,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// The page slot `s` maps (`sf_buf_page`). Valid while the caller holds a reference.
   @inlinable public func page(ofSlot s: Int) -> Page {
-    slots[s].page!
+    line(s).pointee.page!
   }
 
   /// The slot caching `page`, in use or free, if any. For tests and tools.
@@ -566,7 +579,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   public func cpus(ofSlot s: Int) -> CPUSet {
     machine.lock()
     defer { machine.unlock() }
-    return slots[s].cpus
+    return Machine.tracksTLBs ? cpuSets[s] : .none
   }
 
   /// The free slots, least recently freed first.
@@ -577,7 +590,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     var s = book.pointee.freeHead
     while s >= 0 {
       out.append(Int(s))
-      s = slots[Int(s)].freeNext
+      s = line(Int(s)).pointee.freeNext
     }
     return out
   }
