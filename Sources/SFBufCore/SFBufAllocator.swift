@@ -259,19 +259,20 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       book.pointee.reserved -= 1
       wasWoken = true
     }
+    // Whatever this attempt comes to, a reservation given back goes to the next sleeper
+    // (when the attempt queues again, no slot is free for anyone and this wakes nobody).
+    defer { if wasWoken { wakeWaiters() } }
     // 1. Lookup first, after every wake-up too: a hit never fails.
     let cached = lookup(page)
     if cached >= 0 {
       if line(cached).pointee.word.load(ordering: .relaxed) & SlotLine.mapping != 0 {
         // Another miss is mapping the page outside the lock: wait for it, then look again.
         awaitMapping(cached, &waiter)
-        if wasWoken { wakeWaiters() }
         return .queued
       }
       referenceLocked(cached)
       book.pointee.counters.hits &+= 1
       applyCPURules(Int(cached), flags, hit: true)
-      if wasWoken { wakeWaiters() }
       return .slot(Int(cached))
     }
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
@@ -282,7 +283,6 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       book.pointee.counters.misses &+= 1
       if mapsOutsideLock {
         claim(s, for: page)
-        if wasWoken { wakeWaiters() }
         return .claimed(s)
       }
       do throws(SFBufError) {
@@ -292,13 +292,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         wakeWaiters()
         throw error
       }
-      if wasWoken { wakeWaiters() }
       return .slot(Int(s))
     }
     // 3. Full window.
     if flags.contains(.noWait) {
       book.pointee.counters.sf_allocfail &+= 1
-      if wasWoken { wakeWaiters() }
       throw .wouldBlock
     }
     queue(&waiter, atFront: wasWoken)
