@@ -4,6 +4,7 @@
   import CSFBufLinux
   import Glibc
   import SFBufCore
+  import Synchronization
   import SystemPackage
 
   /// One object mapped whole (`mmap` of the entire object), made on the first direct-map
@@ -20,7 +21,7 @@
     /// The page size, kept here so that the hot path reads no global.
     @usableFromInline let pageSize = vmPageSize
     /// Pages mapped so far; read without a lock.
-    @usableFromInline let mappedPages: UnsafeMutablePointer<UInt32>
+    @usableFromInline let mappedPages = Atomic<UInt32>(0)
     private unowned let object: VMObject
     private let lock = HostLock()
 
@@ -35,43 +36,40 @@
       } catch {
         throw .mappingRefused(errno: error.rawValue)
       }
-      mappedPages = .allocate(capacity: 1)
-      mappedPages.initialize(to: 0)
       if size > 0 {
         do throws(Errno) {
           _ = try Posix.mmap(base, size, object.protection, MAP_SHARED | MAP_FIXED, fd, 0)
         } catch {
           try? Posix.munmap(base, reserved)
-          mappedPages.deallocate()
           throw .mappingRefused(errno: error.rawValue)
         }
-        mappedPages.pointee = UInt32((size + vmPageSize - 1) / vmPageSize)
+        mappedPages.store(UInt32((size + vmPageSize - 1) / vmPageSize), ordering: .releasing)
       }
     }
 
     func unmap() {
       try? Posix.munmap(base, reserved)
-      mappedPages.deallocate()
     }
 
     /// The address of page `index` when it is mapped already (two loads), else `nil`.
     @inlinable
     func mappedAddress(of index: Int) -> UnsafeMutableRawPointer? {
-      index >= 0 && index < Int(sfb_load_u32(mappedPages)) ? base + index * pageSize : nil
+      index >= 0 && index < Int(mappedPages.load(ordering: .acquiring))
+        ? base + index * pageSize : nil
     }
 
     /// The address of page `index`: arithmetic when the page is mapped already (the common
     /// case, two loads), else the mapping is extended to the object's current size first.
     @inline(__always)
     func address(of index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
-      if index < Int(sfb_load_u32(mappedPages)) { return base + index * vmPageSize }
+      if index < Int(mappedPages.load(ordering: .acquiring)) { return base + index * vmPageSize }
       return try extend(toCover: index)
     }
 
     private func extend(toCover index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
       lock.lock()
       defer { lock.unlock() }
-      let have = Int(mappedPages.pointee)
+      let have = Int(mappedPages.load(ordering: .relaxed))
       if index < have { return base + index * vmPageSize }
       do throws(Errno) {
         let fd = object.rawDescriptor
@@ -81,7 +79,7 @@
         _ = try Posix.mmap(
           base + have * vmPageSize, (want - have) * vmPageSize, object.protection,
           MAP_SHARED | MAP_FIXED, fd, off_t(have * vmPageSize))
-        sfb_store_u32(mappedPages, UInt32(want))
+        mappedPages.store(UInt32(want), ordering: .releasing)
       } catch {
         throw .mappingRefused(errno: error.rawValue)
       }

@@ -195,7 +195,8 @@
   /// What one waiting allocation sleeps on: a futex word for threads, a continuation for
   /// tasks. Woken at most once per sleep.
   public final class HostSleeper: @unchecked Sendable {
-    private let word: UnsafeMutablePointer<UInt32>
+    /// 0 until woken, then 1: a futex word.
+    private let word: UnsafeMutablePointer<Atomic<UInt32>>
     private struct AsyncState {
       var woken = false
       var cancelled = false
@@ -205,28 +206,37 @@
 
     init() {
       word = .allocate(capacity: 1)
-      word.initialize(to: 0)
+      word.initialize(to: Atomic(0))
     }
 
-    deinit { word.deallocate() }
+    deinit {
+      word.deinitialize(count: 1)
+      word.deallocate()
+    }
+
+    private var futexWord: UnsafeMutablePointer<UInt32> {
+      UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self)
+    }
 
     func prepare() {
-      sfb_store_u32(word, 0)
+      word.pointee.store(0, ordering: .releasing)
       async.withLock { $0 = AsyncState() }
     }
 
     /// Futex wait until woken. A signal ends the wait only when `interruptible`; otherwise
     /// the wait resumes, as a kernel sleep without `PCATCH` does.
     func sleep(interruptible: Bool) -> Bool {
-      while sfb_load_u32(word) == 0 {
-        if Futex.wait(word, 0) == EINTR && interruptible { return sfb_load_u32(word) != 0 }
+      while word.pointee.load(ordering: .acquiring) == 0 {
+        if Futex.wait(futexWord, 0) == EINTR && interruptible {
+          return word.pointee.load(ordering: .acquiring) != 0
+        }
       }
       return true
     }
 
     func wake() {
-      sfb_store_u32(word, 1)
-      _ = sfb_futex_wake(word, 1)
+      word.pointee.store(1, ordering: .releasing)
+      _ = sfb_futex_wake(futexWord, 1)
       let c = async.withLock { s -> CheckedContinuation<Bool, Never>? in
         s.woken = true
         defer { s.continuation = nil }

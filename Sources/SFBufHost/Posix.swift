@@ -7,12 +7,13 @@
   import Glibc
   import SystemPackage
 
+  /// The package's raw system calls; `check` is shared with SFSendfile.
   @usableFromInline
-  enum Posix {
+  package enum Posix {
     /// Calls `body` until it returns something other than -1 with `EINTR` (when `retryOnEINTR`),
     /// and turns -1 into the `errno` it left.
     @inline(never)
-    static func check<T: FixedWidthInteger>(retryOnEINTR: Bool = true, _ body: () -> T)
+    package static func check<T: FixedWidthInteger>(retryOnEINTR: Bool = true, _ body: () -> T)
       throws(Errno)
       -> T
     {

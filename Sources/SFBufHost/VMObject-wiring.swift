@@ -1,7 +1,7 @@
 // Per-page wire counts whose memory grows with the wired pages, not with the object.
 
 #if os(Linux)
-  import CSFBufLinux
+  import Synchronization
 
   /// Wire counts of one object's pages: a directory of chunks of 1024 counters, a chunk made
   /// when one of its pages is first wired. Reading a count takes no lock (two acquire loads),
@@ -10,63 +10,73 @@
   /// Memory: 4 KiB per 1024-page chunk touched by wiring, plus 8 bytes per 4 MiB of the
   /// highest page index ever wired (the directory).
   @usableFromInline
-  final class WireTable: @unchecked Sendable {
+  final class WireTable: @unchecked Sendable {  // raw memory read without the lock by design
     @usableFromInline static let chunkPages = 1024
+    /// A chunk pointer in the directory, published with a release store.
+    @usableFromInline typealias Link = Atomic<UnsafeMutableRawPointer?>
 
-    /// Layout: word 0 holds the capacity in chunks, words 1... the chunk pointers (or nil).
-    /// Published with a release store; replaced directories are kept until deinit, so a
-    /// reader holding an old one stays safe.
-    @usableFromInline let cell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    /// The directory: word 0 holds the capacity in chunks, the next words the chunk links
+    /// (``Link``, nil until the chunk is made). Published with a release store; replaced
+    /// directories are kept until deinit, so a reader holding an old one stays safe.
+    @usableFromInline let cell: UnsafeMutablePointer<Link>
     private var retired: [UnsafeMutableRawPointer] = []
-    private var chunks: [UnsafeMutablePointer<UInt32>] = []
-    private let lock = HostLock()
+    private var chunks: [UnsafeMutablePointer<Atomic<UInt32>>] = []
+    private let lock = Mutex(())
 
     init() {
       cell = .allocate(capacity: 1)
-      cell.initialize(to: nil)
+      cell.initialize(to: Link(nil))
     }
 
     /// The current directory (locked callers only).
-    private var directory: UnsafeMutableRawPointer? { cell.pointee }
+    private var directory: UnsafeMutableRawPointer? { cell.pointee.load(ordering: .relaxed) }
 
     deinit {
-      if let d = cell.pointee { d.deallocate() }
+      if let d = cell.pointee.load(ordering: .relaxed) { d.deallocate() }
+      cell.deinitialize(count: 1)
       cell.deallocate()
       for d in retired { d.deallocate() }
-      for c in chunks { c.deallocate() }
+      for c in chunks {
+        c.deinitialize(count: WireTable.chunkPages)
+        c.deallocate()
+      }
+    }
+
+    /// The link of chunk `n` in directory `dir`.
+    @inlinable static func link(_ dir: UnsafeMutableRawPointer, _ n: Int) -> UnsafeMutablePointer<
+      Link
+    > {
+      (dir + (1 + n) * MemoryLayout<Int>.stride).assumingMemoryBound(to: Link.self)
     }
 
     /// The wire count of page `index` (0 for a page never wired).
     @inlinable func count(_ index: Int) -> UInt32 {
-      guard index >= 0, let dir = sfb_load_ptr(cell) else { return 0 }
+      guard index >= 0, let dir = cell.pointee.load(ordering: .acquiring) else { return 0 }
       let chunk = index / WireTable.chunkPages
-      let words = dir.assumingMemoryBound(to: Int.self)
-      guard chunk < words[0] else { return 0 }
-      let slot = UnsafeRawPointer(dir + (1 + chunk) * MemoryLayout<Int>.stride)
-        .assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-      guard let c = sfb_load_ptr(slot) else { return 0 }
-      return sfb_load_u32(c.assumingMemoryBound(to: UInt32.self) + index % WireTable.chunkPages)
+      guard chunk < dir.load(as: Int.self) else { return 0 }
+      guard let c = WireTable.link(dir, chunk).pointee.load(ordering: .acquiring) else { return 0 }
+      return c.assumingMemoryBound(to: Atomic<UInt32>.self)[index % WireTable.chunkPages]
+        .load(ordering: .acquiring)
     }
 
     /// Adds `delta` (+1 or -1) to the count of every page of `pages`. Unwiring a page whose
     /// count is zero stops the process, and changes nothing before it does.
     func add(_ pages: Range<Int>, _ delta: Int32) {
-      lock.lock()
-      defer { lock.unlock() }
-      if delta < 0 {
-        for i in pages where count(i) == 0 {
-          lock.unlock()
-          fatalError("vm_page_unwire: page \(i) is not wired")
+      lock.withLock { _ in
+        if delta < 0 {
+          for i in pages where count(i) == 0 {
+            fatalError("vm_page_unwire: page \(i) is not wired")
+          }
         }
-      }
-      for i in pages {
-        let c = chunk(for: i)
-        _ = sfb_add_u32(c + i % WireTable.chunkPages, delta)
+        for i in pages {
+          chunk(for: i)[i % WireTable.chunkPages].wrappingAdd(
+            UInt32(bitPattern: delta), ordering: .acquiringAndReleasing)
+        }
       }
     }
 
     /// The chunk holding page `index`, made (and the directory grown) if needed. Locked.
-    private func chunk(for index: Int) -> UnsafeMutablePointer<UInt32> {
+    private func chunk(for index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
       let n = index / WireTable.chunkPages
       let capacity = directory.map { $0.load(as: Int.self) } ?? 0
       if n >= capacity {
@@ -75,22 +85,24 @@
         let d = UnsafeMutableRawPointer.allocate(
           byteCount: (1 + newCapacity) * MemoryLayout<Int>.stride,
           alignment: MemoryLayout<Int>.alignment)
-        d.initializeMemory(as: Int.self, repeating: 0, count: 1 + newCapacity)
         d.storeBytes(of: newCapacity, as: Int.self)
-        if let old = directory {
-          (d + MemoryLayout<Int>.stride).copyMemory(
-            from: old + MemoryLayout<Int>.stride, byteCount: capacity * MemoryLayout<Int>.stride)
-          retired.append(old)
+        for k in 0..<newCapacity {
+          let old =
+            k < capacity ? WireTable.link(directory!, k).pointee.load(ordering: .relaxed) : nil
+          (d + (1 + k) * MemoryLayout<Int>.stride).bindMemory(to: Link.self, capacity: 1)
+            .initialize(to: Link(old))
         }
-        sfb_store_ptr(cell, d)
+        if let old = directory { retired.append(old) }
+        cell.pointee.store(d, ordering: .releasing)
       }
-      let slot = (directory! + (1 + n) * MemoryLayout<Int>.stride)
-        .assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-      if let c = slot.pointee { return c.assumingMemoryBound(to: UInt32.self) }
-      let c = UnsafeMutablePointer<UInt32>.allocate(capacity: WireTable.chunkPages)
-      c.initialize(repeating: 0, count: WireTable.chunkPages)
+      let link = WireTable.link(directory!, n)
+      if let c = link.pointee.load(ordering: .relaxed) {
+        return c.assumingMemoryBound(to: Atomic<UInt32>.self)
+      }
+      let c = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: WireTable.chunkPages)
+      for k in 0..<WireTable.chunkPages { (c + k).initialize(to: Atomic(0)) }
       chunks.append(c)
-      sfb_store_ptr(slot, UnsafeMutableRawPointer(c))
+      link.pointee.store(UnsafeMutableRawPointer(c), ordering: .releasing)
       return c
     }
   }

@@ -50,7 +50,7 @@
     @usableFromInline var fdStorage: CInt
     private var direct: DirectMapping?
     /// `direct`, published once made (an unretained `DirectMapping`), read without the lock.
-    @usableFromInline let directCell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    @usableFromInline let directCell = Atomic<UnsafeMutableRawPointer?>(nil)
     let lock = HostLock()
     /// The callers inside ``withDescriptor(_:)``, plus ``closing`` once ``close()`` began.
     let descriptorUsers = Atomic<Int>(0)
@@ -61,8 +61,6 @@
 
     private init(fd: CInt, backing: Backing, access: FileDescriptor.AccessMode) {
       fdStorage = fd
-      directCell = .allocate(capacity: 1)
-      directCell.initialize(to: nil)
       self.backing = backing
       self.isFile = backing != .anonymous
       self.access = access
@@ -122,7 +120,6 @@
 
     deinit {
       direct?.unmap()
-      directCell.deallocate()
       if fdStorage >= 0 { Glibc.close(fdStorage) }
     }
 
@@ -207,7 +204,7 @@
       if let d = direct { return d }
       let d = try DirectMapping(object: self, fd: fdStorage)
       direct = d
-      sfb_store_ptr(directCell, Unmanaged.passUnretained(d).toOpaque())
+      directCell.store(Unmanaged.passUnretained(d).toOpaque(), ordering: .releasing)
       return d
     }
 
@@ -215,7 +212,7 @@
     /// made and covers the page; else it is made or extended first (under the lock).
     @inlinable
     func directAddress(of index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
-      if let p = sfb_load_ptr(directCell),
+      if let p = directCell.load(ordering: .acquiring),
         let a = Unmanaged<DirectMapping>.fromOpaque(p)._withUnsafeGuaranteedRef({
           $0.mappedAddress(of: index)
         })

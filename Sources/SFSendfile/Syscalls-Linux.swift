@@ -1,28 +1,16 @@
 // Raw system calls of SFSendfile. Each sits in an `@inline(never)` function so `errno` is
 // read right after the call, before anything else can change it; each returns the result or
-// throws a typed `Errno`. Only `check` retries on EINTR, and only where asked: a send or a
-// wait interrupted by a signal is reported, as the kernel's sendfile reports it.
+// throws a typed `Errno` through SFBufHost's `Posix.check`, the package's one checked-call
+// helper. It retries on EINTR only where asked: a send or a wait interrupted by a signal is
+// reported, as the kernel's sendfile reports it.
 
 #if os(Linux)
   import CSFBufLinux
   import Glibc
+  import SFBufHost
   import SystemPackage
 
   enum Sys {
-    /// Calls `body` until it returns something other than -1 with `EINTR` (when
-    /// `retryOnEINTR`), and turns -1 into the `errno` it left.
-    @inline(never)
-    static func check<T: FixedWidthInteger>(retryOnEINTR: Bool = true, _ body: () -> T)
-      throws(Errno) -> T
-    {
-      while true {
-        let r = body()
-        if r != -1 { return r }
-        let e = errno
-        if e == EINTR && retryOnEINTR { continue }
-        throw Errno(rawValue: e)
-      }
-    }
 
     /// sendmsg(2) of `count` iovecs with `flags`; never retried (EINTR is the caller's).
     @inline(never)
@@ -49,7 +37,7 @@
     static func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) throws(Errno) {
       var done = 0
       while done < bytes.count {
-        done += try check { Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done) }
+        done += try Posix.check { Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done) }
       }
     }
 

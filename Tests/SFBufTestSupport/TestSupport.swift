@@ -3,18 +3,18 @@
 
 import CSFBufLinux
 import Glibc
+import Synchronization
 
 /// A thread running `body`, joinable, that receives SIGUSR1: the test runner's worker
 /// threads block signals, and a new thread inherits its creator's mask.
 public final class TestThread: @unchecked Sendable {
   private var thread = pthread_t()
   private let body: @Sendable () -> Void
-  private let doneFlag = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+  private let doneFlag = Atomic<Bool>(false)
 
   /// Starts the thread.
   public init(_ body: @escaping @Sendable () -> Void) {
     self.body = body
-    doneFlag.initialize(to: 0)
     let r = pthread_create(
       &thread, nil,
       { arg in
@@ -24,14 +24,14 @@ public final class TestThread: @unchecked Sendable {
         sigaddset(&set, SIGUSR1)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         t.body()
-        sfb_store_u32(t.doneFlag, 1)
+        t.doneFlag.store(true, ordering: .releasing)
         return nil
       }, Unmanaged.passRetained(self).toOpaque())
     precondition(r == 0, "pthread_create failed: \(r)")
   }
 
   /// Whether `body` has returned.
-  public var isDone: Bool { sfb_load_u32(doneFlag) != 0 }
+  public var isDone: Bool { doneFlag.load(ordering: .acquiring) }
   /// Sends `sig` to the thread (`pthread_kill`).
   public func signal(_ sig: Int32) { pthread_kill(thread, sig) }
   /// Waits for the thread to end (`pthread_join`).

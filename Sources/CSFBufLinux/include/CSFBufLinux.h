@@ -55,24 +55,6 @@ int sfb_affinity_single_cpu(void);
 /// gettid(2).
 pid_t sfb_gettid(void);
 
-// MARK: atomics on plain memory
-
-static inline uint32_t sfb_load_u32(const uint32_t *p) {
-  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-static inline void sfb_store_u32(uint32_t *p, uint32_t v) {
-  __atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-static inline uint32_t sfb_add_u32(uint32_t *p, int32_t d) {
-  return __atomic_add_fetch(p, (uint32_t)d, __ATOMIC_ACQ_REL);
-}
-static inline void *sfb_load_ptr(void *const *p) {
-  return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-static inline void sfb_store_ptr(void **p, void *v) {
-  __atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-
 // MARK: sockets, for sendfile and zero-copy send (SFSendfile)
 //
 // The kernel's own headers (<linux/errqueue.h>, <sys/epoll.h>, cachestat) stay in shim.c;
