@@ -13,6 +13,7 @@
   /// A larger range of address space than the object is reserved, so that a file which grows
   /// later can be mapped further in place: addresses already handed out never move.
   @usableFromInline
+  // @unchecked: a raw mapping, extended under `lock`.
   final class DirectMapping: @unchecked Sendable {
     /// Start of the mapping.
     @usableFromInline let base: UnsafeMutableRawPointer
@@ -23,7 +24,7 @@
     /// Pages mapped so far; read without a lock.
     @usableFromInline let mappedPages = Atomic<UInt32>(0)
     private unowned let object: VMObject
-    private let lock = HostLock()
+    private let lock = Mutex(())
 
     init(object: VMObject, fd: CInt) throws(SFBufError) {
       self.object = object
@@ -67,10 +68,16 @@
     }
 
     private func extend(toCover index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
-      lock.lock()
-      defer { lock.unlock() }
+      let offset = try lock.withLock { _ throws(SFBufError) -> Int in
+        try extendLocked(toCover: index)
+      }
+      return base + offset
+    }
+
+    /// ``extend(toCover:)`` with the lock held; returns the page's offset in the mapping.
+    private func extendLocked(toCover index: Int) throws(SFBufError) -> Int {
       let have = Int(mappedPages.load(ordering: .relaxed))
-      if index < have { return base + index * vmPageSize }
+      if index < have { return index * vmPageSize }
       do throws(Errno) {
         let fd = object.rawDescriptor
         let size = try Posix.fileSize(fd)
@@ -83,7 +90,7 @@
       } catch {
         throw .mappingRefused(errno: error.rawValue)
       }
-      return base + index * vmPageSize
+      return index * vmPageSize
     }
   }
 #endif

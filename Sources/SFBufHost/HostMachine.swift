@@ -15,6 +15,7 @@
   /// `mmap(MAP_FIXED | MAP_SHARED)` of the object's page; the host kernel performs whatever
   /// TLB shootdown that needs, so ``tracksTLBs`` is false and `SFB_CPUPRIVATE` saves nothing
   /// here (its pinning contract is still checked).
+  // @unchecked: raw window and lock word; `keeper` set before sharing.
   public final class HostMachine: SFBufMachine, @unchecked Sendable {
     public typealias Page = VMPage
 
@@ -194,6 +195,7 @@
 
   /// What one waiting allocation sleeps on: a futex word for threads, a continuation for
   /// tasks. Woken at most once per sleep.
+  // @unchecked: a futex word in raw memory.
   public final class HostSleeper: @unchecked Sendable {
     /// 0 until woken, then 1: a futex word.
     private let word: UnsafeMutablePointer<Atomic<UInt32>>

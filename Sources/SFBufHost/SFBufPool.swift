@@ -17,6 +17,7 @@
   ///
   /// Pages must be wired (``VMPage/wire()``) before they are mapped; freeing a mapping never
   /// unwires its page. A pool is safe to use from any number of threads and tasks.
+  // @unchecked: an unmanaged allocator, safe from any thread.
   public final class SFBufPool: @unchecked Sendable {
     /// The `SFB_*` flags.
     public typealias Flags = SFBufFlags
@@ -312,6 +313,7 @@
   /// The handle keeps its pool alive, and on a direct map its object too (on a window, the
   /// slot in use keeps the pool, and its cached page the object, alive).
   @frozen
+  // @unchecked: unmanaged references and a raw address.
   public struct SFBuf: ~Copyable, @unchecked Sendable {
     @usableFromInline let _pool: Unmanaged<SFBufPool>
     @usableFromInline let _object: Unmanaged<VMObject>
@@ -402,6 +404,7 @@
   /// The way to hold more mappings than one variable can: ownership stays checked (a batch
   /// cannot be copied, each mapping is freed exactly once), unlike an array of C-style
   /// ``sf_buf`` handles. The batch keeps its pool alive.
+  // @unchecked: owns raw storage; one owner at a time.
   public struct SFBufBatch: ~Copyable, @unchecked Sendable {
     /// One mapping held: what an ``SFBuf`` holds.
     @usableFromInline struct Entry {

@@ -10,7 +10,8 @@
   /// Memory: 4 KiB per 1024-page chunk touched by wiring, plus 8 bytes per 4 MiB of the
   /// highest page index ever wired (the directory).
   @usableFromInline
-  final class WireTable: @unchecked Sendable {  // raw memory read without the lock by design
+  // @unchecked: raw memory read without the lock by design.
+  final class WireTable: @unchecked Sendable {
     @usableFromInline static let chunkPages = 1024
     /// A chunk pointer in the directory, published with a release store.
     @usableFromInline typealias Link = Atomic<UnsafeMutableRawPointer?>

@@ -27,6 +27,7 @@
   /// An object owns its file descriptor and closes it when it is deinitialised or when
   /// ``close()`` is called; mappings made earlier stay valid (the host kernel keeps the file
   /// alive), later mappings are refused with `EBADF`.
+  // @unchecked: its vars are guarded by `lock`.
   public final class VMObject: @unchecked Sendable {
     /// What the object is made of.
     public enum Backing: Sendable, Equatable {
@@ -51,23 +52,22 @@
     private var direct: DirectMapping?
     /// `direct`, published once made (an unretained `DirectMapping`), read without the lock.
     @usableFromInline let directCell = Atomic<UnsafeMutableRawPointer?>(nil)
-    let lock = HostLock()
+    let lock = Mutex(())
     /// The callers inside ``withDescriptor(_:)``, plus ``closing`` once ``close()`` began.
     let descriptorUsers = Atomic<Int>(0)
     static let closing = 1 << 40
 
-    nonisolated(unsafe) private static var nextID: UInt32 = 0
-    private static let idLock = HostLock()
+    private static let nextIDs = Mutex<UInt32>(0)
 
     private init(fd: CInt, backing: Backing, access: FileDescriptor.AccessMode) {
       fdStorage = fd
       self.backing = backing
       self.isFile = backing != .anonymous
       self.access = access
-      VMObject.idLock.lock()
-      VMObject.nextID &+= 1
-      id = VMObject.nextID
-      VMObject.idLock.unlock()
+      id = VMObject.nextIDs.withLock { n in
+        n &+= 1
+        return n
+      }
     }
 
     /// Creates an anonymous object of `size` bytes (rounded up to whole pages), filled with
@@ -132,16 +132,16 @@
 
     /// The descriptor, or -1 after ``close()``.
     var rawDescriptor: CInt {
-      lock.lock()
-      defer { lock.unlock() }
-      return fdStorage
+      lock.withLock { _ in fdStorage }
     }
 
     /// Closes the object's descriptor now. Existing mappings stay valid; new mappings of its
     /// pages are refused (`EBADF`). Wire counts are kept.
     public func close() {
-      lock.lock()
-      defer { lock.unlock() }
+      lock.withLock { _ in closeLocked() }
+    }
+
+    private func closeLocked() {
       // No new user gets the descriptor; the ones inside (an `mmap` each) finish first.
       var users = descriptorUsers.bitwiseOr(VMObject.closing, ordering: .acquiringAndReleasing)
         .newValue
@@ -199,8 +199,10 @@
 
     /// The object mapped whole, for the direct map; made on first use, then kept.
     func directMapping() throws(SFBufError) -> DirectMapping {
-      lock.lock()
-      defer { lock.unlock() }
+      try lock.withLock { _ throws(SFBufError) -> DirectMapping in try directMappingLocked() }
+    }
+
+    private func directMappingLocked() throws(SFBufError) -> DirectMapping {
       if let d = direct { return d }
       let d = try DirectMapping(object: self, fd: fdStorage)
       direct = d
@@ -231,7 +233,7 @@
   /// One page of a ``VMObject``: the host's `vm_page`.
   ///
   /// Two pages are equal when they are the same page of the same object.
-  public struct VMPage: SFBufPageKey, Hashable, @unchecked Sendable, CustomStringConvertible {
+  public struct VMPage: SFBufPageKey, Hashable, Sendable, CustomStringConvertible {
     /// The object the page belongs to.
     public let object: VMObject
     /// The page's index in the object (its byte offset divided by ``vmPageSize``).

@@ -22,6 +22,7 @@
   /// for another page or the same one (the handle records which period of use of its slot it
   /// belongs to). On a direct map the handle is the page and freeing is a no-op, as in the
   /// kernel.
+  // @unchecked: a raw address, valid across threads.
   public struct sf_buf: Equatable, @unchecked Sendable {
     @usableFromInline let pool: SFBufPool
     @usableFromInline let slot: Int

@@ -16,7 +16,7 @@
   ///
   /// Started on first use; it blocks every signal, so signals meant for the process's own
   /// threads never land on it.
-  final class CompletionThread: @unchecked Sendable {
+  final class CompletionThread: Sendable {
     static let shared = CompletionThread()
 
     /// The epoll instance.

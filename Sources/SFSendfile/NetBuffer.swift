@@ -18,6 +18,7 @@
   ///
   /// Cost: one object; releasing frees the mappings as one ``SFBufBatch`` and unwires the
   /// run with one call.
+  // @unchecked: `batch` changes only in deinit.
   public final class NetBuffer: @unchecked Sendable {
     /// The mappings, of pages `firstPage`, `firstPage + 1`, ... of one object, owned by this
     /// buffer (`nil` only while it is being released).
@@ -57,6 +58,7 @@
 
   /// Bytes copied once from the caller (the headers and trailers of a sendfile call, as the
   /// kernel copies them into mbufs), held like a network buffer.
+  // @unchecked: immutable bytes behind a raw pointer.
   final class HeldBytes: @unchecked Sendable {
     let bytes: UnsafeMutableRawBufferPointer
     /// The number of bytes held.

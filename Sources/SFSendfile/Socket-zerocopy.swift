@@ -60,6 +60,7 @@
 
   /// A zero-copy send of borrowed memory: how many of its sends still wait for their
   /// notification, and the task waiting for none to be left. Guarded by the socket's lock.
+  // @unchecked: vars guarded by the socket's lock.
   final class CompletionTracker: @unchecked Sendable {
     var outstanding = 0
     var abandoned = false

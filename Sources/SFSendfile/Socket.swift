@@ -16,7 +16,7 @@
   /// One send at a time: a sendfile call or a zero-copy send on a socket that is already in
   /// one stops the process (the bytes of two senders would interleave). Reading, options and
   /// completions may be used from any thread.
-  public final class Socket: @unchecked Sendable {
+  public final class Socket: Sendable {
     /// The descriptor. Valid until ``close()``; the socket owns it.
     public let fileDescriptor: FileDescriptor
     /// ``fileDescriptor``'s number, for the system calls.
@@ -262,7 +262,7 @@
   }
 
   /// A socket listening on a loopback (or given) address, for peers to connect to.
-  public final class Listener: @unchecked Sendable {
+  public final class Listener: Sendable {
     /// The listening descriptor; the listener owns it.
     public let fileDescriptor: FileDescriptor
     /// The port it listens on (the one the kernel chose when asked for port 0).

@@ -8,6 +8,7 @@
   import CSFBufLinux
   import Glibc
   import SFBufHost
+  import Synchronization
   import SystemPackage
 
   enum Sys {
@@ -224,29 +225,27 @@
 #if os(Linux)
   import Glibc
 
-  /// A value behind a `pthread_mutex_t`, for state that holds non-`Sendable` things
-  /// (continuations, buffers) and is shared between threads.
+  /// A value behind a `Mutex`, for state that holds non-`Sendable` things (continuations,
+  /// buffers) and is shared between threads.
+  // @unchecked: Value is not Sendable: only the lock guards it.
   final class Locked<Value>: @unchecked Sendable {
-    private var value: Value
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let mutex: Mutex<Value>
 
-    init(_ value: Value) {
-      self.value = value
-      mutex = .allocate(capacity: 1)
-      mutex.initialize(to: pthread_mutex_t())
-      pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-      pthread_mutex_destroy(mutex)
-      mutex.deallocate()
-    }
+    init(_ value: consuming sending Value) { mutex = Mutex(value) }
 
     /// Runs `body` with the value, holding the lock.
     func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-      pthread_mutex_lock(mutex)
-      defer { pthread_mutex_unlock(mutex) }
-      return try body(&value)
+      try withoutActuallyEscaping(body) { body in
+        let box = UncheckedBox(body)
+        return try mutex.withLock { v -> UncheckedBox<R> in UncheckedBox(try box.value(&v)) }.value
+      }
     }
+  }
+
+  /// Carries a value across the `sending` boundary of `Mutex.withLock`: the callers of
+  /// ``Locked/withLock(_:)`` keep what they pass and get under their own discipline.
+  struct UncheckedBox<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
   }
 #endif
