@@ -52,6 +52,8 @@ let package = Package(
     .testTarget(
       name: "SFSendfileTests",
       dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport", "CSFBufAllocCount"]),
+    // The tool as users run it: a process, its output, its exit status, signals, no hangs.
+    .testTarget(name: "SFBufToolTests", dependencies: ["SFBufTestSupport"]),
     .testTarget(
       name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux", "SFBufTestSupport"]),
   ],
