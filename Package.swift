@@ -13,6 +13,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
   ],
   targets: [
     // The portable allocator. Imports neither Glibc nor Foundation; builds as Embedded Swift.
@@ -32,7 +33,8 @@ let package = Package(
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
     // The users the manual names: sendfile(2) and zero-copy send, on the public API only.
     .target(name: "SFSendfile", dependencies: ["SFBufHost", "CSFBufLinux"]),
-    // Heap allocations counted per thread, for `sfbuf bench` (linked into the tool only).
+    // Heap allocations counted per thread, for `sfbuf bench`: the hook that
+    // malloc-interposer (a shared library linked into the tool only) calls.
     .target(name: "CSFBufAllocCount"),
     .executableTarget(
       name: "sfbuf",
@@ -42,6 +44,7 @@ let package = Package(
         "SFBufSim",
         "SFSendfile",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
       ]
     ),
     .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore", "SFBufTestSupport"]),
@@ -51,7 +54,9 @@ let package = Package(
       name: "SFBufTestSupport", dependencies: ["CSFBufLinux"], path: "Tests/SFBufTestSupport"),
     .testTarget(
       name: "SFSendfileTests",
-      dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport", "CSFBufAllocCount"]),
+      dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport"]),
+    // The tool as users run it: a process, its output, its exit status, signals, no hangs.
+    .testTarget(name: "SFBufToolTests", dependencies: ["SFBufTestSupport"]),
     .testTarget(
       name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux", "SFBufTestSupport"]),
   ],

