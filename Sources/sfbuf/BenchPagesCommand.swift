@@ -47,6 +47,8 @@ struct BenchPagesCommand: ParsableCommand {
   var quick = false
   @Flag(help: "Print JSON instead of the table.")
   var json = false
+  @Option(help: "Also write an SVG chart (bars per workload) to this file.")
+  var svg: String?
   @Option(help: "Window slots.")
   var nsfbufs = 512
   @Option(help: "Trials per cell (default 5, --quick 3).")
@@ -104,6 +106,7 @@ struct BenchPagesCommand: ParsableCommand {
     } else {
       bench.printTable(cells)
     }
+    if let svg { try writePagesChart(bench, cells, to: svg) }
   }
 }
 
@@ -185,11 +188,13 @@ final class PageBench: @unchecked Sendable {
   let batched: SFBufPool
   /// Per workload and thread count, each thread's page sequence (the same for every peer).
   var sequences: [String: [[Int]]] = [:]
+  /// The pages the uniform workload draws from (`sfbuf bench sweep` varies it).
+  var uniformPages: Int
 
   init(
     nsfbufs: Int, batch: Int, run: Int, quick: Bool, trials: Int,
     workloads: [BenchWorkload] = BenchWorkload.allCases,
-    peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2]
+    peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2], objectPages: Int? = nil
   ) throws {
     self.workloads = workloads
     self.peers = peers
@@ -199,7 +204,8 @@ final class PageBench: @unchecked Sendable {
     self.runLength = run
     self.quick = quick
     self.trialCount = trials
-    pages = 16 * nsfbufs
+    pages = objectPages ?? 16 * nsfbufs
+    uniformPages = 8 * nsfbufs
     object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-bench")
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
@@ -230,7 +236,7 @@ final class PageBench: @unchecked Sendable {
   }
 
   func sequence(_ w: BenchWorkload, threads: Int) -> [[Int]] {
-    let key = "\(w.rawValue)/\(threads)"
+    let key = "\(w.rawValue)/\(threads)" + (w == .uniform ? "/\(uniformPages)" : "")
     if let s = sequences[key] { return s }
     let n = accesses(w, threads: threads)
     let zipf = w == .zipf ? Zipf(n: pages, s: 0.99) : nil
@@ -240,7 +246,7 @@ final class PageBench: @unchecked Sendable {
         seed: 0x5EED &+ UInt64(t) &* 7919 &+ UInt64(BenchWorkload.allCases.firstIndex(of: w)!))
       switch w {
       case .hot: out.append((0..<n).map { _ in t * 32 + Int(rng.next() % 32) })
-      case .uniform: out.append((0..<n).map { _ in Int(rng.next() % UInt64(8 * nsfbufs)) })
+      case .uniform: out.append((0..<n).map { _ in Int(rng.next() % UInt64(uniformPages)) })
       case .zipf: out.append((0..<n).map { _ in zipf!.draw(&rng) })
       case .seq: out.append(Array((t * n)..<((t + 1) * n)))
       }
