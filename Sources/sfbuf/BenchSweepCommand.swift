@@ -12,26 +12,26 @@ struct BenchSweepCommand: ParsableCommand {
     commandName: "sweep",
     abstract: "ns per page against hit rate, working set 1x to 64x the window; writes an SVG.",
     discussion: """
-      Working sets W = nsfbufs x 1, 1.0625, 1.125, 1.25, 1.5, 2, 4, 8, 16, 32, 64 pages of one
-      wired object (between 1 and 2 the hit rate falls from 100 % to 50 %); each
-      access reads one word of a uniformly random page of W (the `uniform` workload of
-      `sfbuf bench pages`, with its measurement). Peers: direct (the direct map), pread,
-      faithful and batched (the window, each policy). Before each window trial an untimed
-      pass of 4 x nsfbufs accesses (2 x with --quick) fills the window, so the hit rate is
+      Working sets W = nsfbufs x 1, 1.0625, 1.125, 1.25, 1.5, 2, 4, 8, 16, 32, 64 pages of one \
+      wired object (between 1 and 2 the hit rate falls from 100 % to 50 %); each \
+      access reads one word of a uniformly random page of W (the `uniform` workload of \
+      `sfbuf bench pages`, with its measurement). Peers: direct (the direct map), pread, \
+      faithful and batched (the window, each policy). Before each window trial an untimed \
+      pass of 4 x nsfbufs accesses (2 x with --quick) fills the window, so the hit rate is \
       the steady one. Each trial round runs every point once, interleaved.
 
-      x: each point's measured hit rate (direct and pread are drawn at the mean of the two
-      policies' rates for the same W). Crossover: where a window line crosses pread's, both
-      taken straight between points on the log axis, interpolated; null when they do not
+      x: each point's measured hit rate (direct and pread are drawn at the mean of the two \
+      policies' rates for the same W). Crossover: where a window line crosses pread's, both \
+      taken straight between points on the log axis, interpolated; null when they do not \
       cross in the measured range.
 
-      --json prints one object (keys sorted): {"schema": "sfbuf-bench-sweep/1", "config":
-      {...}, "points": [{"factor", "workingSetPages", "threads", "method", "hitRate" (null
-      for direct and pread), "nsPerPage": {"median", "min", "max"}, "vsPread", "vsDirect"}],
-      "crossovers": [{"threads", "method", "hitRate" (null: no crossing), "nsPerPage",
+      --json prints one object (keys sorted): {"schema": "sfbuf-bench-sweep/1", "config": \
+      {...}, "points": [{"factor", "workingSetPages", "threads", "method", "hitRate" (null \
+      for direct and pread), "nsPerPage": {"median", "min", "max"}, "vsPread", "vsDirect"}], \
+      "crossovers": [{"threads", "method", "hitRate" (null: no crossing), "nsPerPage", \
       "windowFasterAtTop", "windowFasterAtBottom"}]}. --json-file writes the same to a file.
 
-      The chart goes to --svg PATH; without it, to sweep.svg beside the --json-file, or in
+      The chart goes to --svg PATH; without it, to sweep.svg beside the --json-file, or in \
       the current directory. --no-svg writes none.
       """
   )
@@ -109,7 +109,11 @@ struct BenchSweepCommand: ParsableCommand {
     }
     if let path = svgPath {
       try writeChartFile(sweepChart(report).render(), to: path)
-      if !json { print("chart: \(path)") }
+      if json {
+        FileHandle.standardError.write(Data("chart: \(path)\n".utf8))
+      } else {
+        print("chart: \(path)")
+      }
     }
   }
 }
