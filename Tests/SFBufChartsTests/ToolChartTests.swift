@@ -113,11 +113,15 @@ struct ToolChartTests {
         ], perSeries: 2) == [])
   }
 
-  @Test("an unwritable --svg path is refused with a message naming it")
+  @Test("an unwritable --svg path and bad sweep settings are refused with a clear message")
   func unwritable() throws {
     let (status, output) = try run(
       ["sim", "--operations", "100", "--svg", "/nonexistent-dir/x.svg"], seconds: 60)
     #expect(status != 0)
     #expect(output.contains("/nonexistent-dir/x.svg"), "\(output)")
+    let (s2, o2) = try run(["bench", "sweep", "--nsfbufs", "8"], seconds: 60)
+    #expect(s2 != 0 && o2.contains("--nsfbufs must be in 64..."), "\(o2)")
+    let (s3, o3) = try run(["bench", "sweep", "--svg", "a.svg", "--no-svg"], seconds: 60)
+    #expect(s3 != 0 && o3.contains("--svg and --no-svg"), "\(o3)")
   }
 }
