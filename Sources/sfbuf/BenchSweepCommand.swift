@@ -284,7 +284,7 @@ func sweepChart(_ r: SweepReport) -> SVGChart {
     let marks = r.crossovers.filter { $0.threads == t }.compactMap { c -> ChartMark? in
       guard let h = c.hitRate, let ns = c.nsPerPage else { return nil }
       return ChartMark(
-        at: ChartPoint(x: h, y: ns), label: "\(c.method) = pread at \(fmt(h * 100, 0)) %")
+        at: ChartPoint(x: h, y: ns), label: "\(c.method) = pread at \(fmt(h * 100, 1)) %")
     }
     panels.append(
       ChartPanel(
