@@ -33,6 +33,8 @@ let package = Package(
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
     // The users the manual names: sendfile(2) and zero-copy send, on the public API only.
     .target(name: "SFSendfile", dependencies: ["SFBufHost", "CSFBufLinux"]),
+    // Small hand-written SVG charts (line and bar panels, log axes, crossings) for the tool.
+    .target(name: "SFBufCharts"),
     // Heap allocations counted per thread, for `sfbuf bench`: the hook that
     // malloc-interposer (a shared library linked into the tool only) calls.
     .target(name: "CSFBufAllocCount"),
@@ -40,6 +42,7 @@ let package = Package(
       name: "sfbuf",
       dependencies: [
         "CSFBufAllocCount",
+        "SFBufCharts",
         "SFBufHost",
         "SFBufSim",
         "SFSendfile",
@@ -49,6 +52,7 @@ let package = Package(
     ),
     .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore", "SFBufTestSupport"]),
     .testTarget(name: "SFBufSimTests", dependencies: ["SFBufSim", "SFBufCore"]),
+    .testTarget(name: "SFBufChartsTests", dependencies: ["SFBufCharts"]),
     // Threads, signals and bounded waits shared by the test targets.
     .target(
       name: "SFBufTestSupport", dependencies: ["CSFBufLinux"], path: "Tests/SFBufTestSupport"),

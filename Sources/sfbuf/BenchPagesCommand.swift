@@ -52,6 +52,8 @@ struct BenchPagesCommand: ParsableCommand {
   var allocatePerAccess = false
   @Flag(help: "Print JSON instead of the table.")
   var json = false
+  @Option(help: "Also write an SVG chart (bars per workload) to this file.")
+  var svg: String?
   @Option(help: "Window slots.")
   var nsfbufs = 512
   @Option(help: "Trials per cell (default 5, --quick 3).")
@@ -109,6 +111,7 @@ struct BenchPagesCommand: ParsableCommand {
     } else {
       bench.printTable(cells)
     }
+    if let svg { try writePagesChart(bench, cells, to: svg) }
   }
 }
 
@@ -196,12 +199,14 @@ final class PageBench: @unchecked Sendable {
   let batched: SFBufPool
   /// Per workload and thread count, each thread's page sequence (the same for every peer).
   var sequences: [String: [[Int]]] = [:]
+  /// The pages the uniform workload draws from (`sfbuf bench sweep` varies it).
+  var uniformPages: Int
 
   init(
     nsfbufs: Int, batch: Int, run: Int, quick: Bool, allocatePerAccess: Bool = false,
     trials: Int,
     workloads: [BenchWorkload] = BenchWorkload.allCases,
-    peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2]
+    peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2], objectPages: Int? = nil
   ) throws {
     self.workloads = workloads
     self.peers = peers
@@ -217,7 +222,8 @@ final class PageBench: @unchecked Sendable {
     let before = sfb_thread_allocations()
     free(opaqueMalloc(24))
     countsAllocations = sfb_thread_allocations() != before
-    pages = 16 * nsfbufs
+    pages = objectPages ?? 16 * nsfbufs
+    uniformPages = 8 * nsfbufs
     object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-bench")
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
@@ -248,7 +254,7 @@ final class PageBench: @unchecked Sendable {
   }
 
   func sequence(_ w: BenchWorkload, threads: Int) -> [[Int]] {
-    let key = "\(w.rawValue)/\(threads)"
+    let key = "\(w.rawValue)/\(threads)" + (w == .uniform ? "/\(uniformPages)" : "")
     if let s = sequences[key] { return s }
     let n = accesses(w, threads: threads)
     let zipf = w == .zipf ? Zipf(n: pages, s: 0.99) : nil
@@ -258,7 +264,7 @@ final class PageBench: @unchecked Sendable {
         seed: 0x5EED &+ UInt64(t) &* 7919 &+ UInt64(BenchWorkload.allCases.firstIndex(of: w)!))
       switch w {
       case .hot: out.append((0..<n).map { _ in t * 32 + Int(rng.next() % 32) })
-      case .uniform: out.append((0..<n).map { _ in Int(rng.next() % UInt64(8 * nsfbufs)) })
+      case .uniform: out.append((0..<n).map { _ in Int(rng.next() % UInt64(uniformPages)) })
       case .zipf: out.append((0..<n).map { _ in zipf!.draw(&rng) })
       case .seq: out.append(Array((t * n)..<((t + 1) * n)))
       }

@@ -52,6 +52,8 @@ struct SimCommand: ParsableCommand {
   var faults: [String] = []
   @Flag(help: "Print the rows as JSON, one object per row.")
   var json = false
+  @Option(help: "Also write an SVG chart (IPIs per allocation against 1 to 64 CPUs) here.")
+  var svg: String?
 
   /// The deliberate bugs `--fault` may name.
   static let faultNames: [String: SFBufFaults] = [
@@ -88,6 +90,7 @@ struct SimCommand: ParsableCommand {
     let chosen =
       workloads.isEmpty ? SimWorkload.allCases : workloads.compactMap(SimWorkload.init(rawValue:))
     let rows = SimWorkload.evaluation(chosen, config: config)
+    if let svg { try writeSimChart(rows, config: config, workloads: chosen, to: svg) }
     if json {
       print(SimReport.json(rows))
       return
