@@ -1,3 +1,4 @@
+import Glibc
 import SFBufCore
 import SFBufTestSupport
 import Testing
@@ -46,5 +47,23 @@ struct LifetimeTests {
     #expect(weakPool != nil)  // the C-style handle still holds its pool...
     sf = nil
     #expect(weakPool == nil)  // ...and nothing else does
+  }
+}
+
+/// A refused mapping gives its slot back: no retain of the pool is left behind.
+@Suite("Pool lifetime after refused mappings")
+struct RefusedLifetimeTests {
+  @Test("a refused mapping keeps nothing alive", arguments: policies)
+  func refusedKeepsNothing(policy: SFBufReclaimPolicy) throws {
+    let o = try taggedAnonymous(pages: 2)
+    weak var weakPool: SFBufPool?
+    do {
+      let pool = try SFBufPool(nsfbufs: 2, policy: policy)
+      weakPool = pool
+      o.close()  // every new mapping of its pages is refused (EBADF)
+      #expect(throws: SFBufError.mappingRefused(errno: EBADF)) { try pool.allocate(o.page(1)) }
+      #expect(pool.stats.nsfbufsused == 0)
+    }
+    #expect(weakPool == nil, "a refused mapping left the pool retained")
   }
 }
