@@ -1,4 +1,4 @@
-// Beyond one slot at a time (SPEC §4, batching): releasing the translations of many free
+// Beyond one slot at a time (batching): releasing the translations of many free
 // slots with one machine call (with the machine's lock held), and mapping a run of
 // consecutive pages into adjacent slots with one machine call (outside the lock when the
 // batched policy maps outside it, as its single misses do).
@@ -112,48 +112,12 @@ extension SFBufAllocator {
       let s = lookup(page(i))
       if s >= 0 { forget(s) }
     }
-    for s in Int32(first)..<Int32(first + count) {
-      removeFree(s)
-      forget(s)
-    }
     book.pointee.counters.misses &+= count
-    if mapsOutsideLock {
-      let present = (first..<(first + count)).contains { !line($0).pointee.released }
-      for i in 0..<count { claim(Int32(first + i), for: page(i)) }
-      machine.unlock()
-      if present { machine.unmap(slots: first..<(first + count)) }
-      let result = Result { () throws(SFBufMapError) in
-        try machine.map(run: page(0), count: count, slot: first)
-      }
-      machine.lock()
-      switch result {
-      case .success(let oldWasLive):
-        for s in Int32(first)..<Int32(first + count) { publish(s, oldWasLive: oldWasLive, flags) }
-        return (first, count)
-      case .failure(let error):
-        for s in (Int32(first)..<Int32(first + count)).reversed() { giveBack(s) }
-        book.pointee.counters.sf_allocfail &+= 1
-        wakeWaiters()
-        throw .mappingRefused(errno: error.code)
-      }
-    }
-    let oldWasLive: Bool
-    do {
-      oldWasLive = try machine.map(run: page(0), count: count, slot: first)
-    } catch {
-      for s in (Int32(first)..<Int32(first + count)).reversed() {
-        line(Int(s)).pointee.released = true
-        insertFree(s, atHead: true)
-      }
-      book.pointee.counters.sf_allocfail &+= 1
-      wakeWaiters()
-      throw .mappingRefused(errno: error.code)
-    }
-    book.pointee.counters.remaps &+= count
     for i in 0..<count {
-      enter(page(i), slot: Int32(first + i), oldWasLive: oldWasLive)
-      applyCPURules(first + i, flags, hit: false)
+      removeFree(Int32(first + i))
+      claim(Int32(first + i), for: page(i))
     }
+    try mapClaimed(Int32(first), count: count, flags, page: page)
     return (first, count)
   }
 }

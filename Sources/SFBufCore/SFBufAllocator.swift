@@ -226,7 +226,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ) throws(SFBufError) -> Int? {
     switch try attempt(page, flags, &waiter) {
     case .slot(let s): return s
-    case .claimed(let s): return try mapClaimed(s, page, flags)
+    case .claimed(let s):
+      try mapClaimed(s, count: 1, flags) { _ in page }
+      return Int(s)
     case .queued: return nil
     }
   }
@@ -235,7 +237,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @usableFromInline enum Attempt {
     /// The slot, mapped.
     case slot(Int)
-    /// A slot claimed for the page, which the caller maps without the lock (``mapClaimed``).
+    /// A slot claimed for the page, which the caller maps (``mapClaimed(_:count:_:page:)``).
     case claimed(Int32)
     /// The waiter is queued: sleep, then try again.
     case queued
@@ -281,18 +283,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       if case .batched(let batch) = policy, !line(Int(s)).pointee.released { releaseBatch(batch) }
       removeFree(s)
       book.pointee.counters.misses &+= 1
-      if mapsOutsideLock {
-        claim(s, for: page)
-        return .claimed(s)
-      }
-      do throws(SFBufError) {
-        try remap(s, to: page, flags)
-      } catch {
-        book.pointee.counters.sf_allocfail &+= 1
-        wakeWaiters()
-        throw error
-      }
-      return .slot(Int(s))
+      claim(s, for: page)
+      return .claimed(s)
     }
     // 3. Full window.
     if flags.contains(.noWait) {
@@ -312,50 +304,49 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     enqueue(w, atFront: atFront)
   }
 
-  /// Maps `page` into free slot `s` (already off the free list). Locked.
-  @inlinable func remap(_ s: Int32, to page: Page, _ flags: SFBufFlags) throws(SFBufError) {
-    forget(s)
-    let oldWasLive: Bool
-    do {
-      oldWasLive = try machine.map(page, slot: Int(s))
-    } catch {
-      // The slot maps nothing we know of: reuse it first, it is the cheapest to map.
-      line(Int(s)).pointee.released = true
-      insertFree(s, atHead: true)
-      throw .mappingRefused(errno: error.code)
-    }
-    book.pointee.counters.remaps &+= 1
-    enter(page, slot: s, oldWasLive: oldWasLive)
-    applyCPURules(Int(s), flags, hit: false)
-  }
+  // MARK: - The miss: claim, map, then publish or give back
 
-  /// Claims free slot `s` (already off the free list) for `page`, to be mapped outside the
-  /// lock: the page goes into the hash at once, so that nobody maps it twice, with the
-  /// slot's one reference and its ``SlotLine/mapping`` flag, so that hits wait. Locked.
+  /// Claims free slot `s` (already off the free list) for `page`: the page goes into the
+  /// hash at once, so that nobody maps it twice, with the slot's one reference and its
+  /// ``SlotLine/mapping`` flag, so that hits wait. A claim others can see (mapped outside the
+  /// lock) counts the slot in use at once; one mapped under the lock is counted when it is
+  /// published, so that a refused mapping leaves no trace (`nsfbufspeak`, the slot's
+  /// generation, the machine's hooks). Locked.
   @inlinable func claim(_ s: Int32, for page: Page) {
     forget(s)
-    line(Int(s)).pointee.page = page
-    line(Int(s)).pointee.released = false
+    line(s).pointee.page = page
     hash(s, key: page.hashKey)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     book.pointee.mappingsInFlight += 1
-    becameUsed(s)
+    if mapsOutsideLock { becameUsed(s) }
   }
 
-  /// Maps slot `s`, claimed for `page`, without the lock, then publishes the mapping (or, if
-  /// the machine refuses it, gives the slot back as a refused miss does) and wakes the
-  /// allocations waiting for it. Locked on entry and on return.
+  /// Maps the `count` slots from `first`, claimed for `page(0)`, `page(1)`, ... with one
+  /// machine call (``SFBufMachine/map(_:slot:)`` for one page, ``SFBufMachine/map(run:count:slot:)``
+  /// for a run), without the lock when misses map outside it; then publishes them or, if the
+  /// machine refuses, gives them back, counts a failed allocation and throws
+  /// ``SFBufError/mappingRefused(errno:)``. Locked on entry and on return.
   @inlinable @inline(never)
-  func mapClaimed(_ s: Int32, _ page: Page, _ flags: SFBufFlags) throws(SFBufError) -> Int {
-    machine.unlock()
-    let result = Result { () throws(SFBufMapError) in try machine.map(page, slot: Int(s)) }
-    machine.lock()
+  func mapClaimed(
+    _ first: Int32, count: Int, _ flags: SFBufFlags, page: (Int) -> Page
+  ) throws(SFBufError) {
+    let slots = Int(first)..<(Int(first) + count)
+    let outside = mapsOutsideLock
+    // A run mapped outside the lock first drops whatever translations its slots still hold.
+    let unmapFirst = outside && count > 1 && slots.contains { !line($0).pointee.released }
+    if outside { machine.unlock() }
+    if unmapFirst { machine.unmap(slots: slots) }
+    let result = Result { () throws(SFBufMapError) in
+      count == 1
+        ? try machine.map(page(0), slot: slots.lowerBound)
+        : try machine.map(run: page(0), count: count, slot: slots.lowerBound)
+    }
+    if outside { machine.lock() }
     switch result {
     case .success(let oldWasLive):
-      publish(s, oldWasLive: oldWasLive, flags)
-      return Int(s)
+      for s in slots { publish(Int32(s), oldWasLive: oldWasLive, flags) }
     case .failure(let error):
-      giveBack(s)
+      for s in slots.reversed() { giveBack(Int32(s)) }
       book.pointee.counters.sf_allocfail &+= 1
       wakeWaiters()
       throw .mappingRefused(errno: error.code)
@@ -369,6 +360,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     wakeMappingWaiters(s)
     replacedTranslation(s, wasLive: oldWasLive)
     book.pointee.counters.remaps &+= 1
+    line(s).pointee.released = false
+    if !mapsOutsideLock { becameUsed(s) }
+    // Publishes the page to hits that find the slot without the lock.
     line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
     applyCPURules(Int(s), flags, hit: false)
   }
@@ -380,10 +374,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
     line(s).pointee.word.store(0, ordering: .relaxed)
-    book.pointee.counters.nsfbufsused -= 1
-    machine.slotsBecameFree(1)
+    if mapsOutsideLock {
+      book.pointee.counters.nsfbufsused -= 1
+      machine.slotsBecameFree(1)
+    }
     forget(s)
-    line(Int(s)).pointee.released = true
+    line(s).pointee.released = true
     insertFree(s, atHead: true)
   }
 
@@ -393,18 +389,6 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       unhash(s)
       line(Int(s)).pointee.page = nil
     }
-  }
-
-  /// Records that free slot `s` (off the free list, forgotten) now maps `page`, with one
-  /// reference. Locked.
-  @inlinable func enter(_ page: Page, slot s: Int32, oldWasLive: Bool) {
-    replacedTranslation(s, wasLive: oldWasLive)
-    line(Int(s)).pointee.page = page
-    line(Int(s)).pointee.released = false
-    hash(s, key: page.hashKey)
-    // Publishes the page to hits that find the slot without the lock.
-    becameUsed(s)
-    line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
   }
 
   /// The one place a slot's CPU set is reset: when its translation was replaced and the old
