@@ -20,19 +20,19 @@ extension SFBufAllocator {
     var hi = -1
     var s = book.pointee.freeHead
     while s >= 0 && marked < batch {
-      if !line(Int(s)).pointee.released {
-        line(Int(s)).pointee.marked = true
+      if !line(s).pointee.released {
+        line(s).pointee.marked = true
         marked += 1
-        lo = min(lo, Int(s))
-        hi = max(hi, Int(s))
+        lo = min(lo, s)
+        hi = max(hi, s)
       }
-      s = line(Int(s)).pointee.freeNext
+      s = line(s).pointee.freeNext
     }
     var start = -1
     var last = -1
     var i = lo
     while i <= hi {
-      if isInUse(Int32(i)) {
+      if isInUse(i) {
         // A slot in use ends the stretch.
         release(start, last)
         start = -1
@@ -93,12 +93,12 @@ extension SFBufAllocator {
     }
     guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
     let blocks = nsfbufs / count
-    let head = Int(book.pointee.freeHead) / count
+    let head = book.pointee.freeHead / count
     var first = -1
     for j in 0..<blocks {
       let b = (head + j) % blocks * count
       var free = true
-      for s in b..<(b + count) where isInUse(Int32(s)) {
+      for s in b..<(b + count) where isInUse(s) {
         free = false
         break
       }
@@ -114,10 +114,10 @@ extension SFBufAllocator {
     }
     book.pointee.counters.misses &+= count
     for i in 0..<count {
-      removeFree(Int32(first + i))
-      claim(Int32(first + i), for: page(i))
+      removeFree(first + i)
+      claim(first + i, for: page(i))
     }
-    try mapClaimed(Int32(first), count: count, flags, page: page)
+    try mapClaimed(first, count: count, flags, page: page)
     return (first, count)
   }
 }

@@ -46,17 +46,41 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline let word = Atomic<UInt64>(0)
     /// The cached page's `hashKey`; written under the lock.
     @usableFromInline let key = Atomic<UInt>(0)
-    /// The next slot of the hash chain, or -1; written under the lock.
+    /// The next slot of the hash chain, or -1 (``nextSlot``); written under the lock.
     @usableFromInline let next = Atomic<Int32>(-1)
     /// Bumped each time the slot goes from free to in use (under the lock, before the
     /// reference word is published), so that a handle made in one period of use is told
     /// from a handle of a later one: see ``generation(ofSlot:)``.
     @usableFromInline let generation = Atomic<UInt32>(0)
-    /// The first slot of hash bucket *number this slot's index*, or -1 (the buckets live in
-    /// the lines: see ``head(_:)``).
+    /// The first slot of hash bucket *number this slot's index*, or -1 (``firstSlot``; the
+    /// buckets live in the lines: see ``head(_:)``).
     @usableFromInline let bucket = Atomic<Int32>(-1)
-    @usableFromInline var freePrev: Int32 = -1
-    @usableFromInline var freeNext: Int32 = -1
+    @usableFromInline var prevFree: Int32 = -1
+    @usableFromInline var nextFree: Int32 = -1
+
+    // Slot numbers are `Int` everywhere; only the links stored in the line are 32 bits wide,
+    // to keep the line in 64 bytes. These are the only conversions.
+    @inlinable var nextSlot: Int { Int(next.load(ordering: .relaxed)) }
+    @inlinable func setNextSlot(_ s: Int, releasing: Bool) {
+      if releasing {
+        next.store(Int32(truncatingIfNeeded: s), ordering: .releasing)
+      } else {
+        next.store(Int32(truncatingIfNeeded: s), ordering: .relaxed)
+      }
+    }
+    @inlinable var firstSlot: Int { Int(bucket.load(ordering: .relaxed)) }
+    @inlinable var firstSlotAcquiring: Int { Int(bucket.load(ordering: .acquiring)) }
+    @inlinable func setFirstSlot(_ s: Int) {
+      bucket.store(Int32(truncatingIfNeeded: s), ordering: .releasing)
+    }
+    @inlinable var freePrev: Int {
+      get { Int(prevFree) }
+      set { prevFree = Int32(truncatingIfNeeded: newValue) }
+    }
+    @inlinable var freeNext: Int {
+      get { Int(nextFree) }
+      set { nextFree = Int32(truncatingIfNeeded: newValue) }
+    }
     /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
     /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
     @usableFromInline var released = true
@@ -71,8 +95,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// What the lock guards for the pool.
   @usableFromInline struct Book {
-    @usableFromInline var freeHead: Int32 = -1
-    @usableFromInline var freeTail: Int32 = -1
+    @usableFromInline var freeHead = -1
+    @usableFromInline var freeTail = -1
     @usableFromInline var freeCount = 0
     /// Free slots promised to sleepers that were woken and have not run yet.
     @usableFromInline var reserved = 0
@@ -121,7 +145,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     book = .allocate(capacity: 1)
     book.initialize(to: Book())
     book.pointee.counters.nsfbufs = nsfbufs
-    for s in 0..<Int32(nsfbufs) { insertFree(s, atHead: false) }
+    for s in 0..<nsfbufs { insertFree(s, atHead: false) }
   }
 
   deinit {
@@ -153,7 +177,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     checkCaller(page, flags)
     if !Machine.tracksTLBs {
       let s = referenceIfInUse(page)
-      if s >= 0 { return Int(s) }
+      if s >= 0 { return s }
     }
     var waiter: Waiter? = nil
     machine.lock()
@@ -228,7 +252,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     case .slot(let s): return s
     case .claimed(let s):
       try mapClaimed(s, count: 1, flags) { _ in page }
-      return Int(s)
+      return s
     case .queued: return nil
     }
   }
@@ -238,7 +262,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     /// The slot, mapped.
     case slot(Int)
     /// A slot claimed for the page, which the caller maps (``mapClaimed(_:count:_:page:)``).
-    case claimed(Int32)
+    case claimed(Int)
     /// The waiter is queued: sleep, then try again.
     case queued
   }
@@ -274,13 +298,13 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       }
       referenceLocked(cached)
       book.pointee.counters.hits &+= 1
-      applyCPURules(Int(cached), flags, hit: true)
-      return .slot(Int(cached))
+      applyCPURules(cached, flags, hit: true)
+      return .slot(cached)
     }
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
     if book.pointee.freeCount > book.pointee.reserved {
       let s = book.pointee.freeHead
-      if case .batched(let batch) = policy, !line(Int(s)).pointee.released { releaseBatch(batch) }
+      if case .batched(let batch) = policy, !line(s).pointee.released { releaseBatch(batch) }
       removeFree(s)
       book.pointee.counters.misses &+= 1
       claim(s, for: page)
@@ -312,7 +336,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// lock) counts the slot in use at once; one mapped under the lock is counted when it is
   /// published, so that a refused mapping leaves no trace (`nsfbufspeak`, the slot's
   /// generation, the machine's hooks). Locked.
-  @inlinable func claim(_ s: Int32, for page: Page) {
+  @inlinable func claim(_ s: Int, for page: Page) {
     forget(s)
     line(s).pointee.page = page
     hash(s, key: page.hashKey)
@@ -328,9 +352,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// ``SFBufError/mappingRefused(errno:)``. Locked on entry and on return.
   @inlinable @inline(never)
   func mapClaimed(
-    _ first: Int32, count: Int, _ flags: SFBufFlags, page: (Int) -> Page
+    _ first: Int, count: Int, _ flags: SFBufFlags, page: (Int) -> Page
   ) throws(SFBufError) {
-    let slots = Int(first)..<(Int(first) + count)
+    let slots = first..<(first + count)
     let outside = mapsOutsideLock
     // A run mapped outside the lock first drops whatever translations its slots still hold.
     let unmapFirst = outside && count > 1 && slots.contains { !line($0).pointee.released }
@@ -344,9 +368,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     if outside { machine.lock() }
     switch result {
     case .success(let oldWasLive):
-      for s in slots { publish(Int32(s), oldWasLive: oldWasLive, flags) }
+      for s in slots { publish(s, oldWasLive: oldWasLive, flags) }
     case .failure(let error):
-      for s in slots.reversed() { giveBack(Int32(s)) }
+      for s in slots.reversed() { giveBack(s) }
       book.pointee.counters.sf_allocfail &+= 1
       wakeWaiters()
       throw .mappingRefused(errno: error.code)
@@ -355,7 +379,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// Ends the claim of slot `s` (``claim(_:for:)``), now mapped: hits may take it. Wakes
   /// the allocations waiting for it. Locked.
-  @inlinable func publish(_ s: Int32, oldWasLive: Bool, _ flags: SFBufFlags) {
+  @inlinable func publish(_ s: Int, oldWasLive: Bool, _ flags: SFBufFlags) {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
     replacedTranslation(s, wasLive: oldWasLive)
@@ -364,13 +388,13 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     if !mapsOutsideLock { becameUsed(s) }
     // Publishes the page to hits that find the slot without the lock.
     line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
-    applyCPURules(Int(s), flags, hit: false)
+    applyCPURules(s, flags, hit: false)
   }
 
   /// Ends the claim of slot `s`, whose mapping was refused: the page leaves the hash, the
   /// slot goes free at the head of the list (it maps nothing now, the cheapest to map).
   /// Wakes the allocations waiting for it, which look again and miss. Locked.
-  @inlinable func giveBack(_ s: Int32) {
+  @inlinable func giveBack(_ s: Int) {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
     line(s).pointee.word.store(0, ordering: .relaxed)
@@ -384,20 +408,20 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.
-  @inlinable func forget(_ s: Int32) {
-    if line(Int(s)).pointee.page != nil {
+  @inlinable func forget(_ s: Int) {
+    if line(s).pointee.page != nil {
       unhash(s)
-      line(Int(s)).pointee.page = nil
+      line(s).pointee.page = nil
     }
   }
 
   /// The one place a slot's CPU set is reset: when its translation was replaced and the old
   /// one was live (some TLB may hold it), no CPU is known to hold the new one. Locked.
-  @inlinable func replacedTranslation(_ s: Int32, wasLive: Bool) {
+  @inlinable func replacedTranslation(_ s: Int, wasLive: Bool) {
     guard Machine.tracksTLBs, wasLive, !book.pointee.faults.contains(.keepCPUSetOnRemap) else {
       return
     }
-    cpuSets[Int(s)] = .none
+    cpuSets[s] = .none
   }
 
   /// Make the translation valid on the calling CPU, and on every other CPU unless
@@ -445,9 +469,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @inlinable @discardableResult
   public func free(_ s: Int) -> Bool {
     checkSlot(s, "sf_buf_free")
-    if dropReferenceIfNotLast(Int32(s), hit: false) { return false }
+    if dropReferenceIfNotLast(s, hit: false) { return false }
     machine.lock()
-    let last = dropReferenceLocked(Int32(s), hit: false)
+    let last = dropReferenceLocked(s, hit: false)
     machine.unlock()
     if last { machine.slotsBecameFree(1) }
     return last
@@ -467,11 +491,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     for s in slots {
       checkSlot(s, "sf_buf_free")
       if !locked {
-        if dropReferenceIfNotLast(Int32(s), hit: false) { continue }
+        if dropReferenceIfNotLast(s, hit: false) { continue }
         machine.lock()
         locked = true
       }
-      if dropReferenceLocked(Int32(s), hit: false) { freed += 1 }
+      if dropReferenceLocked(s, hit: false) { freed += 1 }
     }
     if locked { machine.unlock() }
     if freed > 0 { machine.slotsBecameFree(freed) }
@@ -481,7 +505,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @inlinable
   public func ref(_ s: Int) {
     checkSlot(s, "sf_buf_ref")
-    let l = line(Int32(s))
+    let l = line(s)
     var w = l.pointee.word.load(ordering: .relaxed)
     while true {
       if SlotLine.references(w) == 0 {
@@ -517,11 +541,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Which period of use slot `s` is in: it changes each time the slot goes from free to in
   /// use. Stable while the caller holds a reference to the slot. O(1), no lock.
   @inlinable public func generation(ofSlot s: Int) -> UInt32 {
-    line(Int32(s)).pointee.generation.load(ordering: .relaxed)
+    line(s).pointee.generation.load(ordering: .relaxed)
   }
 
   @inlinable func checkGeneration(_ s: Int, _ generation: UInt32, _ caller: StaticString) {
-    let l = line(Int32(s))
+    let l = line(s)
     if l.pointee.generation.load(ordering: .relaxed) != generation
       && SlotLine.references(l.pointee.word.load(ordering: .relaxed)) > 0
     {
@@ -549,12 +573,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     let s = lookup(page)
-    return s >= 0 ? Int(s) : nil
+    return s >= 0 ? s : nil
   }
 
   /// The number of references slot `s` holds.
   public func references(ofSlot s: Int) -> Int {
-    SlotLine.references(line(Int32(s)).pointee.word.load(ordering: .acquiring))
+    SlotLine.references(line(s).pointee.word.load(ordering: .acquiring))
   }
 
   /// The CPUs whose TLB is known to hold slot `s`'s translation.
@@ -571,8 +595,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     var out: [Int] = []
     var s = book.pointee.freeHead
     while s >= 0 {
-      out.append(Int(s))
-      s = line(Int(s)).pointee.freeNext
+      out.append(s)
+      s = line(s).pointee.freeNext
     }
     return out
   }
@@ -584,7 +608,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     var c = book.pointee.counters
-    for s in 0..<Int32(nsfbufs) {
+    for s in 0..<nsfbufs {
       c.hits &+= SlotLine.hits(line(s).pointee.word.load(ordering: .relaxed))
     }
     return c
