@@ -20,7 +20,7 @@ import Synchronization
 extension SFBufAllocator {
   /// Slot `s`'s line.
   @inlinable func line(_ s: Int) -> UnsafeMutablePointer<Slot> {
-    (lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
+    (storage.lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
   }
 
   /// Bytes from one slot's line to the next: whole cache lines.

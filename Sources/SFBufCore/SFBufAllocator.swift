@@ -112,14 +112,54 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var faults = SFBufFaults()
   }
 
-  /// The slots' lines (``Slot``), ``lineStride`` bytes apart.
-  @usableFromInline let lines: UnsafeMutableRawPointer
-  /// CPUs whose TLB holds each slot's translation; only on machines that track TLBs.
-  @usableFromInline let cpuSets: UnsafeMutablePointer<CPUSet>
+  /// The allocator's memory, one allocation owned here and freed with the allocator: the
+  /// book (behind a pointer, so that the locked state needs no exclusivity checks), then the
+  /// slots' lines, ``lineStride`` bytes apart and cache-line aligned, then the CPU sets
+  /// (CPUs whose TLB holds each slot's translation; one unused set on machines that do not
+  /// track TLBs).
+  @usableFromInline struct Storage: ~Copyable {
+    @usableFromInline let book: UnsafeMutablePointer<Book>
+    @usableFromInline let lines: UnsafeMutableRawPointer
+    @usableFromInline let cpuSets: UnsafeMutablePointer<CPUSet>
+    @usableFromInline let slots: Int
+    @usableFromInline let cpuSetCount: Int
+
+    @usableFromInline init(slots: Int) {
+      self.slots = slots
+      cpuSetCount = Machine.tracksTLBs ? slots : 1
+      let linesAt = (MemoryLayout<Book>.stride + 63) & ~63
+      let cpuSetsAt = linesAt + slots * SFBufAllocator.lineStride
+      let base = UnsafeMutableRawPointer.allocate(
+        byteCount: cpuSetsAt + cpuSetCount * MemoryLayout<CPUSet>.stride, alignment: 64)
+      book = base.bindMemory(to: Book.self, capacity: 1)
+      book.initialize(to: Book())
+      lines = base + linesAt
+      for s in 0..<slots {
+        (lines + s * SFBufAllocator.lineStride).bindMemory(to: Slot.self, capacity: 1)
+          .initialize(to: Slot())
+      }
+      cpuSets = (base + cpuSetsAt).bindMemory(to: CPUSet.self, capacity: cpuSetCount)
+      cpuSets.initialize(repeating: CPUSet(), count: cpuSetCount)
+    }
+
+    deinit {
+      for s in 0..<slots {
+        _ = (lines + s * SFBufAllocator.lineStride).assumingMemoryBound(to: Slot.self).move()
+      }
+      cpuSets.deinitialize(count: cpuSetCount)
+      book.deinitialize(count: 1)
+      UnsafeMutableRawPointer(book).deallocate()
+    }
+  }
+
+  @usableFromInline let storage: Storage
   /// 64 less the log2 of the number of hash buckets (a power of two, at most `nsfbufs`).
   @usableFromInline let bucketShift: Int
-  /// Behind a pointer, so that the locked state needs no exclusivity checks.
-  @usableFromInline let book: UnsafeMutablePointer<Book>
+
+  /// What the lock guards (``Book``).
+  @inlinable var book: UnsafeMutablePointer<Book> { storage.book }
+  /// CPUs whose TLB holds each slot's translation; only on machines that track TLBs.
+  @inlinable var cpuSets: UnsafeMutablePointer<CPUSet> { storage.cpuSets }
 
   /// Creates an allocator of `nsfbufs` slots over `machine`'s window, all free, in address
   /// order, recycling them by `policy`.
@@ -132,29 +172,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     self.machine = machine
     self.nsfbufs = nsfbufs
     self.policy = policy
-    lines = .allocate(byteCount: nsfbufs * Self.lineStride, alignment: 64)
-    for s in 0..<nsfbufs {
-      (lines + s * Self.lineStride).bindMemory(to: Slot.self, capacity: 1).initialize(to: Slot())
-    }
-    let cpuCount = Machine.tracksTLBs ? nsfbufs : 1
-    cpuSets = .allocate(capacity: cpuCount)
-    cpuSets.initialize(repeating: CPUSet(), count: cpuCount)
+    storage = Storage(slots: nsfbufs)
     var shift = 0
     while (2 << shift) <= nsfbufs { shift += 1 }
     bucketShift = UInt.bitWidth - shift
-    book = .allocate(capacity: 1)
-    book.initialize(to: Book())
     book.pointee.counters.nsfbufs = nsfbufs
     for s in 0..<nsfbufs { insertFree(s, atHead: false) }
-  }
-
-  deinit {
-    for s in 0..<nsfbufs { _ = line(s).move() }
-    lines.deallocate()
-    cpuSets.deinitialize(count: Machine.tracksTLBs ? nsfbufs : 1)
-    cpuSets.deallocate()
-    book.deinitialize(count: 1)
-    book.deallocate()
   }
 
   // MARK: - Allocation
