@@ -265,8 +265,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.unlock()
   }
 
-  /// ``attempt``, then the mapping of a slot it claimed, outside the lock. Locked on entry
-  /// and on return (thrown or not). Returns the slot, or `nil` once `waiter` is queued.
+  /// ``attempt``, then the mapping of a slot it claimed (outside the lock when misses map
+  /// outside it). Locked on entry and on return (thrown or not). Returns the slot, or `nil` once `waiter` is queued.
   @inlinable
   func attemptAndMap(
     _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?
