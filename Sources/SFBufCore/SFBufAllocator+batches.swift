@@ -1,4 +1,4 @@
-// Beyond one slot at a time (SPEC §4, batching): releasing the translations of many free
+// Beyond one slot at a time (batching): releasing the translations of many free
 // slots with one machine call (with the machine's lock held), and mapping a run of
 // consecutive pages into adjacent slots with one machine call (outside the lock when the
 // batched policy maps outside it, as its single misses do).
@@ -20,19 +20,19 @@ extension SFBufAllocator {
     var hi = -1
     var s = book.pointee.freeHead
     while s >= 0 && marked < batch {
-      if !line(Int(s)).pointee.released {
-        line(Int(s)).pointee.marked = true
+      if !line(s).pointee.released {
+        line(s).pointee.marked = true
         marked += 1
-        lo = min(lo, Int(s))
-        hi = max(hi, Int(s))
+        lo = min(lo, s)
+        hi = max(hi, s)
       }
-      s = line(Int(s)).pointee.freeNext
+      s = line(s).pointee.freeNext
     }
     var start = -1
     var last = -1
     var i = lo
     while i <= hi {
-      if isInUse(Int32(i)) {
+      if isInUse(i) {
         // A slot in use ends the stretch.
         release(start, last)
         start = -1
@@ -93,12 +93,12 @@ extension SFBufAllocator {
     }
     guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
     let blocks = nsfbufs / count
-    let head = Int(book.pointee.freeHead) / count
+    let head = book.pointee.freeHead / count
     var first = -1
     for j in 0..<blocks {
       let b = (head + j) % blocks * count
       var free = true
-      for s in b..<(b + count) where isInUse(Int32(s)) {
+      for s in b..<(b + count) where isInUse(s) {
         free = false
         break
       }
@@ -112,48 +112,12 @@ extension SFBufAllocator {
       let s = lookup(page(i))
       if s >= 0 { forget(s) }
     }
-    for s in Int32(first)..<Int32(first + count) {
-      removeFree(s)
-      forget(s)
-    }
     book.pointee.counters.misses &+= count
-    if mapsOutsideLock {
-      let present = (first..<(first + count)).contains { !line($0).pointee.released }
-      for i in 0..<count { claim(Int32(first + i), for: page(i)) }
-      machine.unlock()
-      if present { machine.unmap(slots: first..<(first + count)) }
-      let result = Result { () throws(SFBufMapError) in
-        try machine.map(run: page(0), count: count, slot: first)
-      }
-      machine.lock()
-      switch result {
-      case .success(let oldWasLive):
-        for s in Int32(first)..<Int32(first + count) { publish(s, oldWasLive: oldWasLive, flags) }
-        return (first, count)
-      case .failure(let error):
-        for s in (Int32(first)..<Int32(first + count)).reversed() { giveBack(s) }
-        book.pointee.counters.sf_allocfail &+= 1
-        wakeWaiters()
-        throw .mappingRefused(errno: error.code)
-      }
-    }
-    let oldWasLive: Bool
-    do {
-      oldWasLive = try machine.map(run: page(0), count: count, slot: first)
-    } catch {
-      for s in (Int32(first)..<Int32(first + count)).reversed() {
-        line(Int(s)).pointee.released = true
-        insertFree(s, atHead: true)
-      }
-      book.pointee.counters.sf_allocfail &+= 1
-      wakeWaiters()
-      throw .mappingRefused(errno: error.code)
-    }
-    book.pointee.counters.remaps &+= count
     for i in 0..<count {
-      enter(page(i), slot: Int32(first + i), oldWasLive: oldWasLive)
-      applyCPURules(first + i, flags, hit: false)
+      removeFree(first + i)
+      claim(first + i, for: page(i))
     }
+    try mapClaimed(first, count: count, flags, page: page)
     return (first, count)
   }
 }

@@ -23,18 +23,18 @@ extension SFBufAllocator {
     let n = nsfbufs
     var onFree = [Bool](repeating: false, count: n)
     var count = 0
-    var prev: Int32 = -1
+    var prev = -1
     var s = book.pointee.freeHead
     while s >= 0 {
-      if Int(s) >= n { return "free list holds \(s), not a slot" }
-      if onFree[Int(s)] { return "slot \(s) is on the free list twice" }
-      if line(Int(s)).pointee.freePrev != prev {
+      if s >= n { return "free list holds \(s), not a slot" }
+      if onFree[s] { return "slot \(s) is on the free list twice" }
+      if line(s).pointee.freePrev != prev {
         return "free list back link of slot \(s) is wrong"
       }
-      onFree[Int(s)] = true
+      onFree[s] = true
       count += 1
       prev = s
-      s = line(Int(s)).pointee.freeNext
+      s = line(s).pointee.freeNext
     }
     let book = book.pointee
     let counters = book.counters
@@ -45,7 +45,7 @@ extension SFBufAllocator {
     var used = 0
     var mapping = 0
     for i in 0..<n {
-      let word = line(Int32(i)).pointee.word.load(ordering: .relaxed)
+      let word = line(i).pointee.word.load(ordering: .relaxed)
       let refs = SlotLine.references(word)
       if refs == 0 && SlotLine.hits(word) != 0 { return "free slot \(i) still counts hits" }
       if refs < 0 { return "slot \(i) has \(refs) references" }
@@ -70,14 +70,14 @@ extension SFBufAllocator {
     if counters.nsfbufspeak < used { return "nsfbufspeak \(counters.nsfbufspeak) < used \(used)" }
     var inHash = [Bool](repeating: false, count: n)
     for b in 0..<(1 << (UInt.bitWidth - bucketShift)) {
-      var s = head(b).pointee.bucket.load(ordering: .relaxed)
+      var s = head(b).pointee.firstSlot
       var steps = 0
       while s >= 0 {
         steps += 1
-        if Int(s) >= n || steps > n { return "hash chain of bucket \(b) is corrupt" }
-        if inHash[Int(s)] { return "slot \(s) is in the hash twice" }
-        inHash[Int(s)] = true
-        guard let p = line(Int(s)).pointee.page else {
+        if s >= n || steps > n { return "hash chain of bucket \(b) is corrupt" }
+        if inHash[s] { return "slot \(s) is in the hash twice" }
+        inHash[s] = true
+        guard let p = line(s).pointee.page else {
           return "slot \(s) is hashed but maps no page"
         }
         if bucket(p.hashKey) != b {
@@ -86,12 +86,12 @@ extension SFBufAllocator {
         if line(s).pointee.key.load(ordering: .relaxed) != p.hashKey {
           return "slot \(s)'s hash key is not its page's"
         }
-        s = line(s).pointee.next.load(ordering: .relaxed)
+        s = line(s).pointee.nextSlot
       }
     }
     for i in 0..<n where line(i).pointee.page != nil {
       if !inHash[i] { return "slot \(i) maps a page but is not in the hash" }
-      if Int(lookup(line(i).pointee.page!)) != i {
+      if lookup(line(i).pointee.page!) != i {
         return "slot \(i)'s page is mapped by another slot too"
       }
     }
@@ -130,15 +130,15 @@ extension SFBufAllocator {
     defer { machine.unlock() }
     switch c {
     case .duplicatePage(let a, let b):
-      if line(b).pointee.page != nil { unhash(Int32(b)) }
+      if line(b).pointee.page != nil { unhash(b) }
       line(b).pointee.page = line(a).pointee.page
-      hash(Int32(b), key: line(a).pointee.page!.hashKey)
+      hash(b, key: line(a).pointee.page!.hashKey)
     case .leakFreeSlot(let s):
-      removeFree(Int32(s))
+      removeFree(s)
     case .miscountUsed:
       book.pointee.counters.nsfbufsused += 1
     case .stuckMappingFlag(let s):
-      line(Int32(s)).pointee.word.bitwiseOr(SlotLine.mapping, ordering: .relaxed)
+      line(s).pointee.word.bitwiseOr(SlotLine.mapping, ordering: .relaxed)
     }
   }
 }

@@ -19,10 +19,8 @@ import Synchronization
 
 extension SFBufAllocator {
   /// Slot `s`'s line.
-  @inlinable func line(_ s: Int32) -> UnsafeMutablePointer<Slot> { line(Int(s)) }
-
   @inlinable func line(_ s: Int) -> UnsafeMutablePointer<Slot> {
-    (lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
+    (storage.lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
   }
 
   /// Bytes from one slot's line to the next: whole cache lines.
@@ -40,34 +38,34 @@ extension SFBufAllocator {
   }
 
   /// The slot caching `page`, or -1.
-  @inlinable func lookup(_ page: Page) -> Int32 {
-    var s = head(bucket(page.hashKey)).pointee.bucket.load(ordering: .relaxed)
+  @inlinable func lookup(_ page: Page) -> Int {
+    var s = head(bucket(page.hashKey)).pointee.firstSlot
     while s >= 0 {
-      if line(Int(s)).pointee.page == page { return s }
-      s = line(s).pointee.next.load(ordering: .relaxed)
+      if line(s).pointee.page == page { return s }
+      s = line(s).pointee.nextSlot
     }
     return -1
   }
 
-  @inlinable func hash(_ s: Int32, key: UInt) {
+  @inlinable func hash(_ s: Int, key: UInt) {
     let b = bucket(key)
     line(s).pointee.key.store(key, ordering: .relaxed)
-    line(s).pointee.next.store(head(b).pointee.bucket.load(ordering: .relaxed), ordering: .relaxed)
-    head(b).pointee.bucket.store(s, ordering: .releasing)
+    line(s).pointee.setNextSlot(head(b).pointee.firstSlot, releasing: false)
+    head(b).pointee.setFirstSlot(s)
   }
 
-  @inlinable func unhash(_ s: Int32) {
-    let b = bucket(line(Int(s)).pointee.page!.hashKey)
-    let next = line(s).pointee.next.load(ordering: .relaxed)
-    let first = head(b).pointee.bucket.load(ordering: .relaxed)
+  @inlinable func unhash(_ s: Int) {
+    let b = bucket(line(s).pointee.page!.hashKey)
+    let next = line(s).pointee.nextSlot
+    let first = head(b).pointee.firstSlot
     if first == s {
-      head(b).pointee.bucket.store(next, ordering: .releasing)
+      head(b).pointee.setFirstSlot(next)
     } else {
       var p = first
-      while line(p).pointee.next.load(ordering: .relaxed) != s {
-        p = line(p).pointee.next.load(ordering: .relaxed)
+      while line(p).pointee.nextSlot != s {
+        p = line(p).pointee.nextSlot
       }
-      line(p).pointee.next.store(next, ordering: .releasing)
+      line(p).pointee.setNextSlot(next, releasing: true)
     }
     // A reader standing on `s` goes on down the old chain (`next` is kept) to its end.
   }
@@ -79,9 +77,9 @@ extension SFBufAllocator {
   /// (the slot may have been recycled meanwhile). Returns the slot, or -1 when the locked
   /// path must decide (not found, free, being mapped, or the check failed). When the failed
   /// check's reference turns out to be the slot's last, the slot goes free here.
-  @inlinable func referenceIfInUse(_ page: Page) -> Int32 {
+  @inlinable func referenceIfInUse(_ page: Page) -> Int {
     let key = page.hashKey
-    var s = head(bucket(key)).pointee.bucket.load(ordering: .acquiring)
+    var s = head(bucket(key)).pointee.firstSlotAcquiring
     var steps = 0
     while s >= 0 && steps < nsfbufs {
       let l = line(s)
@@ -94,7 +92,7 @@ extension SFBufAllocator {
           if done {
             // Safe to read: a slot with a reference is not recycled, and the recycler's
             // release of the word made the page visible.
-            if line(Int(s)).pointee.page == page { return s }
+            if line(s).pointee.page == page { return s }
             if !dropReferenceIfNotLast(s, hit: true) {
               machine.lock()
               let last = dropReferenceLocked(s, hit: true)
@@ -107,7 +105,7 @@ extension SFBufAllocator {
         }
         return -1
       }
-      s = l.pointee.next.load(ordering: .relaxed)
+      s = l.pointee.nextSlot
       steps += 1
     }
     return -1
@@ -115,7 +113,7 @@ extension SFBufAllocator {
 
   /// Adds a reference to `s`, which is in the hash; a free slot is reactivated. Returns
   /// whether it was free.
-  @inlinable @discardableResult func referenceLocked(_ s: Int32) -> Bool {
+  @inlinable @discardableResult func referenceLocked(_ s: Int) -> Bool {
     let l = line(s)
     var w = l.pointee.word.load(ordering: .relaxed)
     if SlotLine.references(w) == 0 {
@@ -135,7 +133,7 @@ extension SFBufAllocator {
 
   /// Without the lock: drops one reference of `s` unless it is the last one. Returns
   /// whether it did. `hit` also takes back one hit (a hit that found the wrong page).
-  @inlinable func dropReferenceIfNotLast(_ s: Int32, hit: Bool) -> Bool {
+  @inlinable func dropReferenceIfNotLast(_ s: Int, hit: Bool) -> Bool {
     let l = line(s)
     let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
     var w = l.pointee.word.load(ordering: .relaxed)
@@ -151,7 +149,7 @@ extension SFBufAllocator {
   /// Drops one reference of `s`; the last one puts the slot at the tail of the free list,
   /// moves its hits to the counters and wakes a sleeper. Returns whether the slot is free
   /// now. Locked.
-  @inlinable @discardableResult func dropReferenceLocked(_ s: Int32, hit: Bool) -> Bool {
+  @inlinable @discardableResult func dropReferenceLocked(_ s: Int, hit: Bool) -> Bool {
     let l = line(s)
     let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
     var w = l.pointee.word.load(ordering: .relaxed)
@@ -179,12 +177,12 @@ extension SFBufAllocator {
 
   /// Whether slot `s` has a reference. A free slot's word does not change without the lock,
   /// so with the lock held a `false` stays true.
-  @inlinable func isInUse(_ s: Int32) -> Bool {
+  @inlinable func isInUse(_ s: Int) -> Bool {
     SlotLine.references(line(s).pointee.word.load(ordering: .relaxed)) > 0
   }
 
   /// Counts one more slot in use, `s`, and starts its new period of use.
-  @inlinable func becameUsed(_ s: Int32) {
+  @inlinable func becameUsed(_ s: Int) {
     line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)
     machine.slotBecameUsed()
     book.pointee.counters.nsfbufsused += 1
@@ -195,21 +193,21 @@ extension SFBufAllocator {
 
   // MARK: Free list, least recently freed at the head
 
-  @inlinable func insertFree(_ s: Int32, atHead: Bool) {
+  @inlinable func insertFree(_ s: Int, atHead: Bool) {
     if atHead {
-      line(Int(s)).pointee.freePrev = -1
-      line(Int(s)).pointee.freeNext = book.pointee.freeHead
+      line(s).pointee.freePrev = -1
+      line(s).pointee.freeNext = book.pointee.freeHead
       if book.pointee.freeHead >= 0 {
-        line(Int(book.pointee.freeHead)).pointee.freePrev = s
+        line(book.pointee.freeHead).pointee.freePrev = s
       } else {
         book.pointee.freeTail = s
       }
       book.pointee.freeHead = s
     } else {
-      line(Int(s)).pointee.freeNext = -1
-      line(Int(s)).pointee.freePrev = book.pointee.freeTail
+      line(s).pointee.freeNext = -1
+      line(s).pointee.freePrev = book.pointee.freeTail
       if book.pointee.freeTail >= 0 {
-        line(Int(book.pointee.freeTail)).pointee.freeNext = s
+        line(book.pointee.freeTail).pointee.freeNext = s
       } else {
         book.pointee.freeHead = s
       }
@@ -218,13 +216,13 @@ extension SFBufAllocator {
     book.pointee.freeCount += 1
   }
 
-  @inlinable func removeFree(_ s: Int32) {
-    let prev = line(Int(s)).pointee.freePrev
-    let next = line(Int(s)).pointee.freeNext
-    if prev >= 0 { line(Int(prev)).pointee.freeNext = next } else { book.pointee.freeHead = next }
-    if next >= 0 { line(Int(next)).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
-    line(Int(s)).pointee.freePrev = -1
-    line(Int(s)).pointee.freeNext = -1
+  @inlinable func removeFree(_ s: Int) {
+    let prev = line(s).pointee.freePrev
+    let next = line(s).pointee.freeNext
+    if prev >= 0 { line(prev).pointee.freeNext = next } else { book.pointee.freeHead = next }
+    if next >= 0 { line(next).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
+    line(s).pointee.freePrev = -1
+    line(s).pointee.freeNext = -1
     book.pointee.freeCount -= 1
   }
 
@@ -241,7 +239,7 @@ extension SFBufAllocator {
     public let sleeper: Machine.Sleeper
     @usableFromInline var state = State.idle
     @usableFromInline var next: Waiter?
-    @usableFromInline var mappingSlot: Int32 = -1
+    @usableFromInline var mappingSlot = -1
     /// Whether the last queueing was for another allocation's mapping rather than for a free
     /// slot: that wait is short and, like a wait for the lock, not interruptible. Set under
     /// the lock by the waiter's own allocation; read by it after it returns.
@@ -306,21 +304,21 @@ extension SFBufAllocator {
 
   /// Queues `w` (made on first use) to sleep until the mapping of slot `s` by another
   /// allocation is published or refused.
-  @inlinable @inline(never) func awaitMapping(_ s: Int32, _ waiter: inout Waiter?) {
+  @inlinable @inline(never) func awaitMapping(_ s: Int, _ waiter: inout Waiter?) {
     let w = waiter ?? spareWaiter()
     waiter = w
     machine.prepareToSleep(w.sleeper)
     w.state = .awaitingMapping
     w._waitsForMapping = true
     w.mappingSlot = s
-    w.next = line(Int(s)).pointee.mappingWaiters
-    line(Int(s)).pointee.mappingWaiters = w
+    w.next = line(s).pointee.mappingWaiters
+    line(s).pointee.mappingWaiters = w
   }
 
   /// Wakes every allocation waiting for slot `s`'s mapping; they look in the hash again.
-  @inlinable func wakeMappingWaiters(_ s: Int32) {
-    while let w = line(Int(s)).pointee.mappingWaiters {
-      line(Int(s)).pointee.mappingWaiters = w.next
+  @inlinable func wakeMappingWaiters(_ s: Int) {
+    while let w = line(s).pointee.mappingWaiters {
+      line(s).pointee.mappingWaiters = w.next
       w.next = nil
       w.state = .idle
       w.mappingSlot = -1

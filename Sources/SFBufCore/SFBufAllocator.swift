@@ -46,17 +46,41 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline let word = Atomic<UInt64>(0)
     /// The cached page's `hashKey`; written under the lock.
     @usableFromInline let key = Atomic<UInt>(0)
-    /// The next slot of the hash chain, or -1; written under the lock.
+    /// The next slot of the hash chain, or -1 (``nextSlot``); written under the lock.
     @usableFromInline let next = Atomic<Int32>(-1)
     /// Bumped each time the slot goes from free to in use (under the lock, before the
     /// reference word is published), so that a handle made in one period of use is told
     /// from a handle of a later one: see ``generation(ofSlot:)``.
     @usableFromInline let generation = Atomic<UInt32>(0)
-    /// The first slot of hash bucket *number this slot's index*, or -1 (the buckets live in
-    /// the lines: see ``head(_:)``).
+    /// The first slot of hash bucket *number this slot's index*, or -1 (``firstSlot``; the
+    /// buckets live in the lines: see ``head(_:)``).
     @usableFromInline let bucket = Atomic<Int32>(-1)
-    @usableFromInline var freePrev: Int32 = -1
-    @usableFromInline var freeNext: Int32 = -1
+    @usableFromInline var prevFree: Int32 = -1
+    @usableFromInline var nextFree: Int32 = -1
+
+    // Slot numbers are `Int` everywhere; only the links stored in the line are 32 bits wide,
+    // to keep the line in 64 bytes. These are the only conversions.
+    @inlinable var nextSlot: Int { Int(next.load(ordering: .relaxed)) }
+    @inlinable func setNextSlot(_ s: Int, releasing: Bool) {
+      if releasing {
+        next.store(Int32(truncatingIfNeeded: s), ordering: .releasing)
+      } else {
+        next.store(Int32(truncatingIfNeeded: s), ordering: .relaxed)
+      }
+    }
+    @inlinable var firstSlot: Int { Int(bucket.load(ordering: .relaxed)) }
+    @inlinable var firstSlotAcquiring: Int { Int(bucket.load(ordering: .acquiring)) }
+    @inlinable func setFirstSlot(_ s: Int) {
+      bucket.store(Int32(truncatingIfNeeded: s), ordering: .releasing)
+    }
+    @inlinable var freePrev: Int {
+      get { Int(prevFree) }
+      set { prevFree = Int32(truncatingIfNeeded: newValue) }
+    }
+    @inlinable var freeNext: Int {
+      get { Int(nextFree) }
+      set { nextFree = Int32(truncatingIfNeeded: newValue) }
+    }
     /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
     /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
     @usableFromInline var released = true
@@ -71,8 +95,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// What the lock guards for the pool.
   @usableFromInline struct Book {
-    @usableFromInline var freeHead: Int32 = -1
-    @usableFromInline var freeTail: Int32 = -1
+    @usableFromInline var freeHead = -1
+    @usableFromInline var freeTail = -1
     @usableFromInline var freeCount = 0
     /// Free slots promised to sleepers that were woken and have not run yet.
     @usableFromInline var reserved = 0
@@ -88,14 +112,54 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var faults = SFBufFaults()
   }
 
-  /// The slots' lines (``Slot``), ``lineStride`` bytes apart.
-  @usableFromInline let lines: UnsafeMutableRawPointer
-  /// CPUs whose TLB holds each slot's translation; only on machines that track TLBs.
-  @usableFromInline let cpuSets: UnsafeMutablePointer<CPUSet>
+  /// The allocator's memory, one allocation owned here and freed with the allocator: the
+  /// book (behind a pointer, so that the locked state needs no exclusivity checks), then the
+  /// slots' lines, ``lineStride`` bytes apart and cache-line aligned, then the CPU sets
+  /// (CPUs whose TLB holds each slot's translation; one unused set on machines that do not
+  /// track TLBs).
+  @usableFromInline struct Storage: ~Copyable {
+    @usableFromInline let book: UnsafeMutablePointer<Book>
+    @usableFromInline let lines: UnsafeMutableRawPointer
+    @usableFromInline let cpuSets: UnsafeMutablePointer<CPUSet>
+    @usableFromInline let slots: Int
+    @usableFromInline let cpuSetCount: Int
+
+    @usableFromInline init(slots: Int) {
+      self.slots = slots
+      cpuSetCount = Machine.tracksTLBs ? slots : 1
+      let linesAt = (MemoryLayout<Book>.stride + 63) & ~63
+      let cpuSetsAt = linesAt + slots * SFBufAllocator.lineStride
+      let base = UnsafeMutableRawPointer.allocate(
+        byteCount: cpuSetsAt + cpuSetCount * MemoryLayout<CPUSet>.stride, alignment: 64)
+      book = base.bindMemory(to: Book.self, capacity: 1)
+      book.initialize(to: Book())
+      lines = base + linesAt
+      for s in 0..<slots {
+        (lines + s * SFBufAllocator.lineStride).bindMemory(to: Slot.self, capacity: 1)
+          .initialize(to: Slot())
+      }
+      cpuSets = (base + cpuSetsAt).bindMemory(to: CPUSet.self, capacity: cpuSetCount)
+      cpuSets.initialize(repeating: CPUSet(), count: cpuSetCount)
+    }
+
+    deinit {
+      for s in 0..<slots {
+        _ = (lines + s * SFBufAllocator.lineStride).assumingMemoryBound(to: Slot.self).move()
+      }
+      cpuSets.deinitialize(count: cpuSetCount)
+      book.deinitialize(count: 1)
+      UnsafeMutableRawPointer(book).deallocate()
+    }
+  }
+
+  @usableFromInline let storage: Storage
   /// 64 less the log2 of the number of hash buckets (a power of two, at most `nsfbufs`).
   @usableFromInline let bucketShift: Int
-  /// Behind a pointer, so that the locked state needs no exclusivity checks.
-  @usableFromInline let book: UnsafeMutablePointer<Book>
+
+  /// What the lock guards (``Book``).
+  @inlinable var book: UnsafeMutablePointer<Book> { storage.book }
+  /// CPUs whose TLB holds each slot's translation; only on machines that track TLBs.
+  @inlinable var cpuSets: UnsafeMutablePointer<CPUSet> { storage.cpuSets }
 
   /// Creates an allocator of `nsfbufs` slots over `machine`'s window, all free, in address
   /// order, recycling them by `policy`.
@@ -108,29 +172,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     self.machine = machine
     self.nsfbufs = nsfbufs
     self.policy = policy
-    lines = .allocate(byteCount: nsfbufs * Self.lineStride, alignment: 64)
-    for s in 0..<nsfbufs {
-      (lines + s * Self.lineStride).bindMemory(to: Slot.self, capacity: 1).initialize(to: Slot())
-    }
-    let cpuCount = Machine.tracksTLBs ? nsfbufs : 1
-    cpuSets = .allocate(capacity: cpuCount)
-    cpuSets.initialize(repeating: CPUSet(), count: cpuCount)
+    storage = Storage(slots: nsfbufs)
     var shift = 0
     while (2 << shift) <= nsfbufs { shift += 1 }
     bucketShift = UInt.bitWidth - shift
-    book = .allocate(capacity: 1)
-    book.initialize(to: Book())
     book.pointee.counters.nsfbufs = nsfbufs
-    for s in 0..<Int32(nsfbufs) { insertFree(s, atHead: false) }
-  }
-
-  deinit {
-    for s in 0..<nsfbufs { _ = line(s).move() }
-    lines.deallocate()
-    cpuSets.deinitialize(count: Machine.tracksTLBs ? nsfbufs : 1)
-    cpuSets.deallocate()
-    book.deinitialize(count: 1)
-    book.deallocate()
+    for s in 0..<nsfbufs { insertFree(s, atHead: false) }
   }
 
   // MARK: - Allocation
@@ -153,7 +200,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     checkCaller(page, flags)
     if !Machine.tracksTLBs {
       let s = referenceIfInUse(page)
-      if s >= 0 { return Int(s) }
+      if s >= 0 { return s }
     }
     var waiter: Waiter? = nil
     machine.lock()
@@ -218,15 +265,17 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.unlock()
   }
 
-  /// ``attempt``, then the mapping of a slot it claimed, outside the lock. Locked on entry
-  /// and on return (thrown or not). Returns the slot, or `nil` once `waiter` is queued.
+  /// ``attempt``, then the mapping of a slot it claimed (outside the lock when misses map
+  /// outside it). Locked on entry and on return (thrown or not). Returns the slot, or `nil` once `waiter` is queued.
   @inlinable
   func attemptAndMap(
     _ page: Page, _ flags: SFBufFlags, _ waiter: inout Waiter?
   ) throws(SFBufError) -> Int? {
     switch try attempt(page, flags, &waiter) {
     case .slot(let s): return s
-    case .claimed(let s): return try mapClaimed(s, page, flags)
+    case .claimed(let s):
+      try mapClaimed(s, count: 1, flags) { _ in page }
+      return s
     case .queued: return nil
     }
   }
@@ -235,8 +284,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @usableFromInline enum Attempt {
     /// The slot, mapped.
     case slot(Int)
-    /// A slot claimed for the page, which the caller maps without the lock (``mapClaimed``).
-    case claimed(Int32)
+    /// A slot claimed for the page, which the caller maps (``mapClaimed(_:count:_:page:)``).
+    case claimed(Int)
     /// The waiter is queued: sleep, then try again.
     case queued
   }
@@ -272,27 +321,17 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       }
       referenceLocked(cached)
       book.pointee.counters.hits &+= 1
-      applyCPURules(Int(cached), flags, hit: true)
-      return .slot(Int(cached))
+      applyCPURules(cached, flags, hit: true)
+      return .slot(cached)
     }
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
     if book.pointee.freeCount > book.pointee.reserved {
       let s = book.pointee.freeHead
-      if case .batched(let batch) = policy, !line(Int(s)).pointee.released { releaseBatch(batch) }
+      if case .batched(let batch) = policy, !line(s).pointee.released { releaseBatch(batch) }
       removeFree(s)
       book.pointee.counters.misses &+= 1
-      if mapsOutsideLock {
-        claim(s, for: page)
-        return .claimed(s)
-      }
-      do throws(SFBufError) {
-        try remap(s, to: page, flags)
-      } catch {
-        book.pointee.counters.sf_allocfail &+= 1
-        wakeWaiters()
-        throw error
-      }
-      return .slot(Int(s))
+      claim(s, for: page)
+      return .claimed(s)
     }
     // 3. Full window.
     if flags.contains(.noWait) {
@@ -312,50 +351,49 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     enqueue(w, atFront: atFront)
   }
 
-  /// Maps `page` into free slot `s` (already off the free list). Locked.
-  @inlinable func remap(_ s: Int32, to page: Page, _ flags: SFBufFlags) throws(SFBufError) {
-    forget(s)
-    let oldWasLive: Bool
-    do {
-      oldWasLive = try machine.map(page, slot: Int(s))
-    } catch {
-      // The slot maps nothing we know of: reuse it first, it is the cheapest to map.
-      line(Int(s)).pointee.released = true
-      insertFree(s, atHead: true)
-      throw .mappingRefused(errno: error.code)
-    }
-    book.pointee.counters.remaps &+= 1
-    enter(page, slot: s, oldWasLive: oldWasLive)
-    applyCPURules(Int(s), flags, hit: false)
-  }
+  // MARK: - The miss: claim, map, then publish or give back
 
-  /// Claims free slot `s` (already off the free list) for `page`, to be mapped outside the
-  /// lock: the page goes into the hash at once, so that nobody maps it twice, with the
-  /// slot's one reference and its ``SlotLine/mapping`` flag, so that hits wait. Locked.
-  @inlinable func claim(_ s: Int32, for page: Page) {
+  /// Claims free slot `s` (already off the free list) for `page`: the page goes into the
+  /// hash at once, so that nobody maps it twice, with the slot's one reference and its
+  /// ``SlotLine/mapping`` flag, so that hits wait. A claim others can see (mapped outside the
+  /// lock) counts the slot in use at once; one mapped under the lock is counted when it is
+  /// published, so that a refused mapping leaves no trace (`nsfbufspeak`, the slot's
+  /// generation, the machine's hooks). Locked.
+  @inlinable func claim(_ s: Int, for page: Page) {
     forget(s)
-    line(Int(s)).pointee.page = page
-    line(Int(s)).pointee.released = false
+    line(s).pointee.page = page
     hash(s, key: page.hashKey)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     book.pointee.mappingsInFlight += 1
-    becameUsed(s)
+    if mapsOutsideLock { becameUsed(s) }
   }
 
-  /// Maps slot `s`, claimed for `page`, without the lock, then publishes the mapping (or, if
-  /// the machine refuses it, gives the slot back as a refused miss does) and wakes the
-  /// allocations waiting for it. Locked on entry and on return.
+  /// Maps the `count` slots from `first`, claimed for `page(0)`, `page(1)`, ... with one
+  /// machine call (``SFBufMachine/map(_:slot:)`` for one page, ``SFBufMachine/map(run:count:slot:)``
+  /// for a run), without the lock when misses map outside it; then publishes them or, if the
+  /// machine refuses, gives them back, counts a failed allocation and throws
+  /// ``SFBufError/mappingRefused(errno:)``. Locked on entry and on return.
   @inlinable @inline(never)
-  func mapClaimed(_ s: Int32, _ page: Page, _ flags: SFBufFlags) throws(SFBufError) -> Int {
-    machine.unlock()
-    let result = Result { () throws(SFBufMapError) in try machine.map(page, slot: Int(s)) }
-    machine.lock()
+  func mapClaimed(
+    _ first: Int, count: Int, _ flags: SFBufFlags, page: (Int) -> Page
+  ) throws(SFBufError) {
+    let slots = first..<(first + count)
+    let outside = mapsOutsideLock
+    // A run mapped outside the lock first drops whatever translations its slots still hold.
+    let unmapFirst = outside && count > 1 && slots.contains { !line($0).pointee.released }
+    if outside { machine.unlock() }
+    if unmapFirst { machine.unmap(slots: slots) }
+    let result = Result { () throws(SFBufMapError) in
+      count == 1
+        ? try machine.map(page(0), slot: slots.lowerBound)
+        : try machine.map(run: page(0), count: count, slot: slots.lowerBound)
+    }
+    if outside { machine.lock() }
     switch result {
     case .success(let oldWasLive):
-      publish(s, oldWasLive: oldWasLive, flags)
-      return Int(s)
+      for s in slots { publish(s, oldWasLive: oldWasLive, flags) }
     case .failure(let error):
-      giveBack(s)
+      for s in slots.reversed() { giveBack(s) }
       book.pointee.counters.sf_allocfail &+= 1
       wakeWaiters()
       throw .mappingRefused(errno: error.code)
@@ -364,56 +402,49 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// Ends the claim of slot `s` (``claim(_:for:)``), now mapped: hits may take it. Wakes
   /// the allocations waiting for it. Locked.
-  @inlinable func publish(_ s: Int32, oldWasLive: Bool, _ flags: SFBufFlags) {
+  @inlinable func publish(_ s: Int, oldWasLive: Bool, _ flags: SFBufFlags) {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
     replacedTranslation(s, wasLive: oldWasLive)
     book.pointee.counters.remaps &+= 1
+    line(s).pointee.released = false
+    if !mapsOutsideLock { becameUsed(s) }
+    // Publishes the page to hits that find the slot without the lock.
     line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
-    applyCPURules(Int(s), flags, hit: false)
+    applyCPURules(s, flags, hit: false)
   }
 
   /// Ends the claim of slot `s`, whose mapping was refused: the page leaves the hash, the
   /// slot goes free at the head of the list (it maps nothing now, the cheapest to map).
   /// Wakes the allocations waiting for it, which look again and miss. Locked.
-  @inlinable func giveBack(_ s: Int32) {
+  @inlinable func giveBack(_ s: Int) {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
     line(s).pointee.word.store(0, ordering: .relaxed)
-    book.pointee.counters.nsfbufsused -= 1
-    machine.slotsBecameFree(1)
+    if mapsOutsideLock {
+      book.pointee.counters.nsfbufsused -= 1
+      machine.slotsBecameFree(1)
+    }
     forget(s)
-    line(Int(s)).pointee.released = true
+    line(s).pointee.released = true
     insertFree(s, atHead: true)
   }
 
   /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.
-  @inlinable func forget(_ s: Int32) {
-    if line(Int(s)).pointee.page != nil {
+  @inlinable func forget(_ s: Int) {
+    if line(s).pointee.page != nil {
       unhash(s)
-      line(Int(s)).pointee.page = nil
+      line(s).pointee.page = nil
     }
-  }
-
-  /// Records that free slot `s` (off the free list, forgotten) now maps `page`, with one
-  /// reference. Locked.
-  @inlinable func enter(_ page: Page, slot s: Int32, oldWasLive: Bool) {
-    replacedTranslation(s, wasLive: oldWasLive)
-    line(Int(s)).pointee.page = page
-    line(Int(s)).pointee.released = false
-    hash(s, key: page.hashKey)
-    // Publishes the page to hits that find the slot without the lock.
-    becameUsed(s)
-    line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
   }
 
   /// The one place a slot's CPU set is reset: when its translation was replaced and the old
   /// one was live (some TLB may hold it), no CPU is known to hold the new one. Locked.
-  @inlinable func replacedTranslation(_ s: Int32, wasLive: Bool) {
+  @inlinable func replacedTranslation(_ s: Int, wasLive: Bool) {
     guard Machine.tracksTLBs, wasLive, !book.pointee.faults.contains(.keepCPUSetOnRemap) else {
       return
     }
-    cpuSets[Int(s)] = .none
+    cpuSets[s] = .none
   }
 
   /// Make the translation valid on the calling CPU, and on every other CPU unless
@@ -461,9 +492,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @inlinable @discardableResult
   public func free(_ s: Int) -> Bool {
     checkSlot(s, "sf_buf_free")
-    if dropReferenceIfNotLast(Int32(s), hit: false) { return false }
+    if dropReferenceIfNotLast(s, hit: false) { return false }
     machine.lock()
-    let last = dropReferenceLocked(Int32(s), hit: false)
+    let last = dropReferenceLocked(s, hit: false)
     machine.unlock()
     if last { machine.slotsBecameFree(1) }
     return last
@@ -483,11 +514,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     for s in slots {
       checkSlot(s, "sf_buf_free")
       if !locked {
-        if dropReferenceIfNotLast(Int32(s), hit: false) { continue }
+        if dropReferenceIfNotLast(s, hit: false) { continue }
         machine.lock()
         locked = true
       }
-      if dropReferenceLocked(Int32(s), hit: false) { freed += 1 }
+      if dropReferenceLocked(s, hit: false) { freed += 1 }
     }
     if locked { machine.unlock() }
     if freed > 0 { machine.slotsBecameFree(freed) }
@@ -497,7 +528,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @inlinable
   public func ref(_ s: Int) {
     checkSlot(s, "sf_buf_ref")
-    let l = line(Int32(s))
+    let l = line(s)
     var w = l.pointee.word.load(ordering: .relaxed)
     while true {
       if SlotLine.references(w) == 0 {
@@ -533,11 +564,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Which period of use slot `s` is in: it changes each time the slot goes from free to in
   /// use. Stable while the caller holds a reference to the slot. O(1), no lock.
   @inlinable public func generation(ofSlot s: Int) -> UInt32 {
-    line(Int32(s)).pointee.generation.load(ordering: .relaxed)
+    line(s).pointee.generation.load(ordering: .relaxed)
   }
 
   @inlinable func checkGeneration(_ s: Int, _ generation: UInt32, _ caller: StaticString) {
-    let l = line(Int32(s))
+    let l = line(s)
     if l.pointee.generation.load(ordering: .relaxed) != generation
       && SlotLine.references(l.pointee.word.load(ordering: .relaxed)) > 0
     {
@@ -565,12 +596,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     let s = lookup(page)
-    return s >= 0 ? Int(s) : nil
+    return s >= 0 ? s : nil
   }
 
   /// The number of references slot `s` holds.
   public func references(ofSlot s: Int) -> Int {
-    SlotLine.references(line(Int32(s)).pointee.word.load(ordering: .acquiring))
+    SlotLine.references(line(s).pointee.word.load(ordering: .acquiring))
   }
 
   /// The CPUs whose TLB is known to hold slot `s`'s translation.
@@ -587,8 +618,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     var out: [Int] = []
     var s = book.pointee.freeHead
     while s >= 0 {
-      out.append(Int(s))
-      s = line(Int(s)).pointee.freeNext
+      out.append(s)
+      s = line(s).pointee.freeNext
     }
     return out
   }
@@ -600,7 +631,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     var c = book.pointee.counters
-    for s in 0..<Int32(nsfbufs) {
+    for s in 0..<nsfbufs {
       c.hits &+= SlotLine.hits(line(s).pointee.word.load(ordering: .relaxed))
     }
     return c

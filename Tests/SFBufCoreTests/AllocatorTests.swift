@@ -83,6 +83,20 @@ struct AllocatorTests {
     #expect(a.checkInvariants() == nil)
   }
 
+  @Test("a mapping refused under the lock leaves the peak, the slot's generation, the hooks")
+  func refusedLeavesNoTrace() throws {
+    let (a, m) = make(slots: 2)
+    m.refuse = [9]
+    let x = try a.allocate(Frame(n: 1))
+    let g = a.generation(ofSlot: 1)
+    #expect(throws: SFBufError.mappingRefused(errno: 13)) { try a.allocate(Frame(n: 9)) }
+    #expect(a.stats.nsfbufspeak == 1)
+    #expect(a.generation(ofSlot: 1) == g)
+    #expect(m.used == 1)
+    a.free(x)
+    #expect(a.checkInvariants() == nil)
+  }
+
   @Test("sleepers: FIFO, one woken per free, and a woken sleeper finds a hit")
   func sleepers() throws {
     let (a, m) = make(slots: 1)
