@@ -1,0 +1,377 @@
+// One database file opened with `vfs=sfbuf`: SQLite's xFetch and xUnfetch answered with
+// sf_buf mappings of the file's pages.
+
+#if os(Linux)
+  import SFBufHost
+
+  /// The mapping state of one open database file (one `sqlite3_file` of a main database).
+  ///
+  /// SQLite calls a file's methods from one thread at a time (its connection's, or its
+  /// shared cache's, mutex), so this state takes no lock; the pool and the registry are
+  /// shared and take theirs.
+  ///
+  /// It keeps what SQLite's own `unix` VFS keeps about its whole-file mapping: how many
+  /// bytes may be mapped (`mapSize`: the file's size when last looked at, capped by the
+  /// `mmap_size` limit), learned with one `fstat` at the first fetch after a drop, grown by
+  /// this file's own writes, shrunk before its own truncations, and forgotten when SQLite
+  /// drops every mapping (`xUnfetch(0, NULL)`: at the start of a transaction after another
+  /// connection changed the file, after an error, when the limit changes). A fetch past
+  /// `mapSize` gets NULL, so a mapping never shows bytes the file does not have.
+  ///
+  /// Pages are wired in chunks of ``wireChunk`` pages when first fetched and stay wired
+  /// until that drop, a truncation past them, or the close: the wires of the mapped
+  /// region, as SQLite's mapping of the whole region is kept between fetches. Each fetch
+  /// then costs an `sf_buf_alloc` with `SFB_NOWAIT` (a hash lookup on a hit), each unfetch
+  /// an `sf_buf_free`.
+  final class MappedFile {
+    let config: SFBufSQLiteConfig
+    let pool: SFBufPool
+    let object: VMObject
+    let key: SFBufSQLite.FileKey
+    var counters = SFBufSQLiteCounters()
+
+    /// The `mmap_size` limit SQLite set (`SQLITE_FCNTL_MMAP_SIZE`); 0 maps nothing.
+    var limit = 0
+    /// Bytes that may be mapped, or -1 until looked at again.
+    var mapSize = -1
+    /// Mappings handed out and not yet given back.
+    var outstanding = 0
+
+    /// Pages per wiring chunk (8 MiB).
+    static let wireChunk = 2048
+    /// Per chunk: how many of its pages, from its first, this file has wired.
+    var wired: [Int] = []
+
+    /// Window only: per slot, this file's references, one handle of them, and (on the first
+    /// slot of a page larger than 4096 bytes) how many adjacent slots the page spans.
+    let slotRefs: UnsafeMutablePointer<Int32>
+    let slotHandles: UnsafeMutablePointer<sf_buf?>
+    let slotSpan: UnsafeMutablePointer<Int32>
+    let slots: Int
+    /// The window's first slot's address, learned from the first mapping.
+    var windowBase: UnsafeMutableRawPointer? = nil
+
+    #if DEBUG
+      /// Tests only: files opened with a window of this many slots map the page after the
+      /// one asked for (a mutant the query checks must catch; other windows are unaffected).
+      nonisolated(unsafe) static var mutantWindow: Int? = nil
+      let mutantShift: Int
+    #endif
+
+    /// The largest `mmap_size` accepted, as SQLite's default `SQLITE_MAX_MMAP_SIZE`.
+    static let maxLimit = 0x7fff_0000
+
+    init(path: String, config: SFBufSQLiteConfig) throws(SFBufSQLiteConfigError) {
+      self.config = config
+      (object, key) = try SFBufSQLite.acquireObject(path: path)
+      do {
+        pool = try SFBufSQLite.makePool(for: config)
+      } catch {
+        SFBufSQLite.releaseObject(key)
+        throw error
+      }
+      slots = pool.nsfbufs
+      #if DEBUG
+        mutantShift = config.nsfbufs != nil && config.nsfbufs == MappedFile.mutantWindow ? 1 : 0
+      #endif
+      slotRefs = .allocate(capacity: max(slots, 1))
+      slotRefs.initialize(repeating: 0, count: max(slots, 1))
+      slotHandles = .allocate(capacity: max(slots, 1))
+      slotHandles.initialize(repeating: nil, count: max(slots, 1))
+      slotSpan = .allocate(capacity: max(slots, 1))
+      slotSpan.initialize(repeating: 1, count: max(slots, 1))
+    }
+
+    /// Frees what SQLite still holds (nothing, if it kept its contract), unwires, and gives
+    /// the object back.
+    func close() {
+      if outstanding > 0, let base = windowBase {
+        for s in 0..<slots {
+          while slotRefs[s] > 0 {
+            pool.sf_buf_free(slotHandles[s]!)
+            slotRefs[s] -= 1
+          }
+        }
+        _ = base
+      }
+      outstanding = 0
+      unwireAll()
+      SFBufSQLite.release(key, config: config, counters: counters)
+      slotRefs.deallocate()
+      slotHandles.deinitialize(count: max(slots, 1))
+      slotHandles.deallocate()
+      slotSpan.deallocate()
+    }
+
+    // MARK: xFetch
+
+    /// A pointer to the `amount` bytes at `offset`, mapped through the pool, or `nil`.
+    func fetch(offset: Int, amount: Int) -> UnsafeMutableRawPointer? {
+      counters.fetches += 1
+      if mapSize < 0 { lookAtFile() }
+      guard amount > 0, offset >= 0, offset + amount <= mapSize else {
+        counters.pastEnd += 1
+        return nil
+      }
+      #if DEBUG
+        let first = offset / vmPageSize + mutantShift
+      #else
+        let first = offset / vmPageSize
+      #endif
+      let span = (offset % vmPageSize + amount - 1) / vmPageSize + 1
+      guard wire(first, span) else {
+        counters.refused += 1
+        return nil
+      }
+      let inner = offset % vmPageSize
+      let p = span == 1 ? mapOne(first) : mapAdjacent(first, span)
+      guard let p else { return nil }
+      counters.mapped += 1
+      outstanding += 1
+      return p + inner
+    }
+
+    /// One page through the pool.
+    @inline(__always)
+    private func mapOne(_ index: Int) -> UnsafeMutableRawPointer? {
+      do {
+        let buf = try pool.allocate(object.page(index), flags: .noWait)
+        let slot = buf.slot
+        let address = buf.address
+        if slot < 0 { return address }  // direct map: the mapping is the object's, kept
+        keep(buf.release(), slot: slot, address: address, span: 1)
+        return address
+      } catch SFBufError.wouldBlock {
+        counters.windowFull += 1
+      } catch {
+        counters.refused += 1
+      }
+      return nil
+    }
+
+    private func keep(
+      _ h: sf_buf, slot: Int, address: UnsafeMutableRawPointer, span: Int32
+    ) {
+      if windowBase == nil { windowBase = address - slot * vmPageSize }
+      if slotRefs[slot] == 0 { slotHandles[slot] = h }
+      slotRefs[slot] += 1
+      if span != 1 { slotSpan[slot] = span }
+    }
+
+    /// A page of `span` pages (larger than 4096 bytes) mapped into adjacent slots: first by
+    /// hits, when the pages are still cached where one run put them; else as one page run
+    /// (one `mmap` into a free block of adjacent slots).
+    private func mapAdjacent(_ first: Int, _ span: Int) -> UnsafeMutableRawPointer? {
+      if pool.isDirectMap {
+        // Adjacent by construction; each page is checked to be inside the mapping.
+        var a: UnsafeMutableRawPointer? = nil
+        for i in 0..<span {
+          guard let p = mapOne(first + i) else { return nil }
+          if i == 0 { a = p }
+        }
+        return a
+      }
+      return withUnsafeTemporaryAllocation(of: (Int, sf_buf?).self, capacity: span) { got in
+        var n = 0
+        func freeGot() {
+          for i in 0..<n {
+            pool.sf_buf_free(got[i].1!)
+          }
+          (got.baseAddress!).deinitialize(count: n)
+          n = 0
+        }
+        // Hits first: each page found, in use or cached, in the slot after the previous.
+        let calls = pool.mapCalls
+        do {
+          while n < span {
+            let buf = try pool.allocate(object.page(first + n), flags: .noWait)
+            let slot = buf.slot
+            (got.baseAddress! + n).initialize(to: (slot, buf.release()))
+            n += 1
+            if pool.mapCalls != calls || (n > 1 && slot != got[0].0 + n - 1) { break }
+          }
+        } catch SFBufError.wouldBlock {
+          freeGot()
+          counters.windowFull += 1
+          return nil
+        } catch {
+          freeGot()
+          counters.refused += 1
+          return nil
+        }
+        if n == span && pool.mapCalls == calls {
+          return adopt(got, span)
+        }
+        freeGot()
+        // One run.
+        var failed = false
+        do {
+          try pool.allocateRun(of: object, pages: first..<(first + span), flags: .noWait) {
+            buf in
+            let slot = buf.slot
+            (got.baseAddress! + n).initialize(to: (slot, buf.release()))
+            n += 1
+          }
+        } catch SFBufError.wouldBlock {
+          counters.windowFull += 1
+          failed = true
+        } catch {
+          counters.refused += 1
+          failed = true
+        }
+        if !failed {
+          var adjacent = n == span
+          for i in 1..<n where got[i].0 != got[0].0 + i { adjacent = false }
+          if adjacent { return adopt(got, span) }
+          counters.notAdjacent += 1
+        }
+        freeGot()
+        return nil
+      }
+    }
+
+    /// Records the handles of a page mapped into adjacent slots; returns its address.
+    private func adopt(
+      _ got: UnsafeMutableBufferPointer<(Int, sf_buf?)>, _ span: Int
+    ) -> UnsafeMutableRawPointer {
+      let first = got[0].0
+      if windowBase == nil { windowBase = sf_buf_kva(got[0].1!) - first * vmPageSize }
+      for i in 0..<span {
+        let (slot, h) = got[i]
+        if slotRefs[slot] == 0 { slotHandles[slot] = h }
+        slotRefs[slot] += 1
+      }
+      slotSpan[first] = Int32(span)
+      let address = windowBase! + first * vmPageSize
+      (got.baseAddress!).deinitialize(count: span)
+      return address
+    }
+
+    // MARK: xUnfetch
+
+    /// Gives back the mapping at `pointer`, or (`nil`) forgets the file's mapped size and
+    /// drops the wires, as SQLite's `unix` VFS unmaps the file.
+    func unfetch(pointer: UnsafeMutableRawPointer?) {
+      guard let pointer else {
+        counters.unmapAll += 1
+        mapSize = -1
+        if outstanding == 0 { unwireAll() }
+        return
+      }
+      counters.unfetches += 1
+      outstanding -= 1
+      guard let base = windowBase, pointer >= base,
+        pointer < base + slots * vmPageSize
+      else { return }  // direct map: nothing to free
+      let first = (pointer - base) / vmPageSize
+      let span = Int(slotSpan[first])
+      for s in first..<(first + span) {
+        precondition(slotRefs[s] > 0, "sfbuf: xUnfetch of a mapping not handed out")
+        slotRefs[s] -= 1
+        pool.sf_buf_free(slotHandles[s]!)
+      }
+    }
+
+    // MARK: the file's size and wires
+
+    /// Learns the file's size (`fstat`).
+    private func lookAtFile() {
+      let size = (try? object.size()) ?? 0
+      mapSize = min(size, limit)
+    }
+
+    /// SQLite's `mmap_size` limit: sets it (when `newLimit` >= 0 and nothing is
+    /// outstanding, as the `unix` VFS does) and returns the previous one.
+    func setLimit(_ newLimit: Int) -> Int {
+      let old = limit
+      if newLimit >= 0 && outstanding == 0 {
+        limit = min(newLimit, MappedFile.maxLimit)
+        mapSize = -1
+      }
+      return old
+    }
+
+    /// This file's own write ended at `end`: the file has those bytes now.
+    func wrote(end: Int) {
+      if mapSize >= 0 && end > mapSize { mapSize = min(end, limit) }
+    }
+
+    /// This file is about to be truncated to `size`: nothing at or past it is mapped again,
+    /// and its pages are unwired (SQLite holds no mapping of them when it truncates).
+    func willTruncate(to size: Int) {
+      if mapSize > size { mapSize = size }
+      guard outstanding == 0 else { return }
+      let keep = (size + vmPageSize - 1) / vmPageSize
+      for c in wired.indices where wired[c] > 0 {
+        let start = c * MappedFile.wireChunk
+        let end = start + wired[c]
+        if end > keep {
+          let from = max(start, keep)
+          object.unwire(pages: from..<end)
+          wired[c] = from - start
+        }
+      }
+    }
+
+    /// Wires pages `first ..< first + span` if this file has not yet: the rest of their
+    /// chunks up to the mapped size, one `wire` call per chunk.
+    @inline(__always)
+    private func wire(_ first: Int, _ span: Int) -> Bool {
+      let last = first + span - 1
+      let c = last / MappedFile.wireChunk
+      if c < wired.count && first >= c * MappedFile.wireChunk
+        && last - c * MappedFile.wireChunk < wired[c]
+      {
+        return true
+      }
+      return wireSlow(first, last)
+    }
+
+    private func wireSlow(_ first: Int, _ last: Int) -> Bool {
+      let mapPages = (mapSize + vmPageSize - 1) / vmPageSize
+      guard last < mapPages else { return false }
+      for c in (first / MappedFile.wireChunk)...(last / MappedFile.wireChunk) {
+        if c >= wired.count { wired += Array(repeating: 0, count: c + 1 - wired.count) }
+        let start = c * MappedFile.wireChunk
+        let end = min(start + MappedFile.wireChunk, mapPages)
+        if start + wired[c] < end {
+          do {
+            try object.wire(pages: (start + wired[c])..<end)
+          } catch {
+            return false
+          }
+          wired[c] = end - start
+        }
+      }
+      return true
+    }
+
+    private func unwireAll() {
+      for c in wired.indices where wired[c] > 0 {
+        let start = c * MappedFile.wireChunk
+        object.unwire(pages: start..<(start + wired[c]))
+        wired[c] = 0
+      }
+    }
+
+    // MARK: sfbuf_stats()
+
+    /// The pool's `netstat -m` lines, its hits, misses and mapping calls, and this file's
+    /// counters.
+    var statsText: String {
+      var lines: [String] = []
+      if pool.isDirectMap {
+        lines.append("direct map (no window: nothing to count)")
+      } else {
+        let s = pool.stats
+        lines += s.netstatLines
+        let rate = (s.hitRate * 1000).rounded() / 10
+        lines.append(
+          "hits \(s.hits), misses \(s.misses), remaps \(s.remaps), hit rate \(rate)%, "
+            + "mmap calls \(pool.mapCalls), madvise calls \(pool.unmapCalls)")
+      }
+      lines.append("this connection: " + counters.line)
+      return lines.joined(separator: "\n")
+    }
+  }
+#endif
