@@ -42,10 +42,12 @@
     /// Per chunk: how many of its pages, from its first, this file has wired.
     var wired: [Int] = []
 
-    /// Window only: per slot, this file's references, one handle of them, and (on the first
-    /// slot of a page larger than 4096 bytes) how many adjacent slots the page spans.
+    /// Window only: per slot, SQLite's references to it through this file; while there are
+    /// any, this file holds one mapping of the slot (`slotHeld`, one pool reference however
+    /// many SQLite holds); on the first slot of a page larger than 4096 bytes, how many
+    /// adjacent slots the page spans.
     let slotRefs: UnsafeMutablePointer<Int32>
-    let slotHandles: UnsafeMutablePointer<sf_buf?>
+    let slotHeld: UnsafeMutablePointer<SFBuf>
     let slotSpan: UnsafeMutablePointer<Int32>
     let slots: Int
     /// The window's first slot's address, learned from the first mapping.
@@ -76,8 +78,7 @@
       #endif
       slotRefs = .allocate(capacity: max(slots, 1))
       slotRefs.initialize(repeating: 0, count: max(slots, 1))
-      slotHandles = .allocate(capacity: max(slots, 1))
-      slotHandles.initialize(repeating: nil, count: max(slots, 1))
+      slotHeld = .allocate(capacity: max(slots, 1))
       slotSpan = .allocate(capacity: max(slots, 1))
       slotSpan.initialize(repeating: 1, count: max(slots, 1))
     }
@@ -85,21 +86,15 @@
     /// Frees what SQLite still holds (nothing, if it kept its contract), unwires, and gives
     /// the object back.
     func close() {
-      if outstanding > 0, let base = windowBase {
-        for s in 0..<slots {
-          while slotRefs[s] > 0 {
-            pool.sf_buf_free(slotHandles[s]!)
-            slotRefs[s] -= 1
-          }
-        }
-        _ = base
+      for slot in 0..<slots where slotRefs[slot] > 0 {
+        (slotHeld + slot).move().free()
+        slotRefs[slot] = 0
       }
       outstanding = 0
       unwireAll()
       SFBufSQLite.release(key, config: config, counters: counters)
       slotRefs.deallocate()
-      slotHandles.deinitialize(count: max(slots, 1))
-      slotHandles.deallocate()
+      slotHeld.deallocate()
       slotSpan.deallocate()
     }
 
@@ -136,11 +131,8 @@
     private func mapOne(_ index: Int) -> UnsafeMutableRawPointer? {
       do {
         let buf = try pool.allocate(object.page(index), flags: .noWait)
-        let slot = buf.slot
-        let address = buf.address
-        if slot < 0 { return address }  // direct map: the mapping is the object's, kept
-        keep(buf.release(), slot: slot, address: address, span: 1)
-        return address
+        if buf.slot < 0 { return buf.address }  // direct map: the object's mapping, kept
+        return hold(buf)
       } catch SFBufError.wouldBlock {
         counters.windowFull += 1
       } catch {
@@ -149,13 +141,21 @@
       return nil
     }
 
-    private func keep(
-      _ h: sf_buf, slot: Int, address: UnsafeMutableRawPointer, span: Int32
-    ) {
+    /// Counts one more reference of SQLite's to `buf`'s slot; keeps `buf` if this file held
+    /// no mapping of that slot, else frees it (the one held keeps the mapping).
+    @inline(__always)
+    private func hold(_ buf: consuming SFBuf) -> UnsafeMutableRawPointer {
+      let slot = buf.slot
+      let address = buf.address
       if windowBase == nil { windowBase = address - slot * vmPageSize }
-      if slotRefs[slot] == 0 { slotHandles[slot] = h }
+      slotSpan[slot] = 1
+      if slotRefs[slot] == 0 {
+        (slotHeld + slot).initialize(to: buf)
+      } else {
+        buf.free()
+      }
       slotRefs[slot] += 1
-      if span != 1 { slotSpan[slot] = span }
+      return address
     }
 
     /// A page of `span` pages (larger than 4096 bytes) mapped into adjacent slots: first by
@@ -171,79 +171,64 @@
         }
         return a
       }
-      return withUnsafeTemporaryAllocation(of: (Int, sf_buf?).self, capacity: span) { got in
-        var n = 0
-        func freeGot() {
-          for i in 0..<n {
-            pool.sf_buf_free(got[i].1!)
-          }
-          (got.baseAddress!).deinitialize(count: n)
-          n = 0
+      let got = UnsafeMutablePointer<SFBuf>.allocate(capacity: span)
+      defer { got.deallocate() }
+      var n = 0
+      func freeGot() {
+        for i in 0..<n { (got + i).move().free() }
+        n = 0
+      }
+      // Hits first: each page found, in use or cached, in the slot after the previous.
+      let calls = pool.mapCalls
+      do {
+        while n < span {
+          let buf = try pool.allocate(object.page(first + n), flags: .noWait)
+          let slot = buf.slot
+          (got + n).initialize(to: buf)
+          n += 1
+          if pool.mapCalls != calls || slot != got[0].slot + n - 1 { break }
         }
-        // Hits first: each page found, in use or cached, in the slot after the previous.
-        let calls = pool.mapCalls
-        do {
-          while n < span {
-            let buf = try pool.allocate(object.page(first + n), flags: .noWait)
-            let slot = buf.slot
-            (got.baseAddress! + n).initialize(to: (slot, buf.release()))
-            n += 1
-            if pool.mapCalls != calls || (n > 1 && slot != got[0].0 + n - 1) { break }
-          }
-        } catch SFBufError.wouldBlock {
-          freeGot()
-          counters.windowFull += 1
-          return nil
-        } catch {
-          freeGot()
-          counters.refused += 1
-          return nil
-        }
-        if n == span && pool.mapCalls == calls {
-          return adopt(got, span)
-        }
+      } catch SFBufError.wouldBlock {
         freeGot()
-        // One run.
-        var failed = false
-        do {
-          try pool.allocateRun(of: object, pages: first..<(first + span), flags: .noWait) {
-            buf in
-            let slot = buf.slot
-            (got.baseAddress! + n).initialize(to: (slot, buf.release()))
-            n += 1
-          }
-        } catch SFBufError.wouldBlock {
-          counters.windowFull += 1
-          failed = true
-        } catch {
-          counters.refused += 1
-          failed = true
-        }
-        if !failed {
-          var adjacent = n == span
-          for i in 1..<n where got[i].0 != got[0].0 + i { adjacent = false }
-          if adjacent { return adopt(got, span) }
-          counters.notAdjacent += 1
-        }
+        counters.windowFull += 1
+        return nil
+      } catch {
         freeGot()
+        counters.refused += 1
         return nil
       }
+      if n == span && pool.mapCalls == calls { return adopt(got, span) }
+      freeGot()
+      // One run.
+      do {
+        try pool.allocateRun(of: object, pages: first..<(first + span), flags: .noWait) {
+          buf in
+          (got + n).initialize(to: buf)
+          n += 1
+        }
+      } catch SFBufError.wouldBlock {
+        freeGot()
+        counters.windowFull += 1
+        return nil
+      } catch {
+        freeGot()
+        counters.refused += 1
+        return nil
+      }
+      var adjacent = n == span
+      for i in 1..<n where got[i].slot != got[0].slot + i { adjacent = false }
+      if adjacent { return adopt(got, span) }
+      counters.notAdjacent += 1
+      freeGot()
+      return nil
     }
 
-    /// Records the handles of a page mapped into adjacent slots; returns its address.
-    private func adopt(
-      _ got: UnsafeMutableBufferPointer<(Int, sf_buf?)>, _ span: Int
-    ) -> UnsafeMutableRawPointer {
-      let first = got[0].0
-      if windowBase == nil { windowBase = sf_buf_kva(got[0].1!) - first * vmPageSize }
-      for i in 0..<span {
-        let (slot, h) = got[i]
-        if slotRefs[slot] == 0 { slotHandles[slot] = h }
-        slotRefs[slot] += 1
-      }
+    /// Holds the mappings of a page mapped into adjacent slots; returns its address.
+    private func adopt(_ got: UnsafeMutablePointer<SFBuf>, _ span: Int) -> UnsafeMutableRawPointer {
+      let first = got[0].slot
+      let address = got[0].address
+      for i in 0..<span { _ = hold((got + i).move()) }
       slotSpan[first] = Int32(span)
-      let address = windowBase! + first * vmPageSize
-      (got.baseAddress!).deinitialize(count: span)
       return address
     }
 
@@ -268,7 +253,7 @@
       for s in first..<(first + span) {
         precondition(slotRefs[s] > 0, "sfbuf: xUnfetch of a mapping not handed out")
         slotRefs[s] -= 1
-        pool.sf_buf_free(slotHandles[s]!)
+        if slotRefs[s] == 0 { (slotHeld + s).move().free() }
       }
     }
 

@@ -143,6 +143,28 @@ struct QueryTests {
     #expect(slotsInUse(config) == 0)
   }
 
+  @Test("a pool is discarded only when no open database uses it; the next one starts afresh")
+  func discardPool() throws {
+    let dir = ScratchDir("sfbuf-sqlite-discard")
+    defer { dir.remove() }
+    let db = dir.file("d.db")
+    try Fixture.build(db, orders: 5000)
+    let config = SFBufSQLiteConfig.window(56)
+    let c = try Connection(sfbufURI(db, config))
+    try c.run(mapAll)
+    try c.run("SELECT count(*), sum(amount) FROM orders")
+    let first = SFBufSQLite.pool(for: config)
+    #expect(first != nil && first!.stats.misses > 0)
+    #expect(!SFBufSQLite.discardPool(for: config), "in use by an open database")
+    c.close()
+    #expect(SFBufSQLite.discardPool(for: config))
+    #expect(SFBufSQLite.pool(for: config) == nil)
+    let d = try Connection(sfbufURI(db, config))
+    let second = SFBufSQLite.pool(for: config)
+    #expect(second != nil && second !== first && second!.stats.misses == 0)
+    d.close()
+  }
+
   @Test("bad URI parameters are refused with a message naming them; nothing is mapped")
   func badParameters() throws {
     let dir = ScratchDir("sfbuf-sqlite-bad")
