@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench",
     abstract: "Benchmark sf_buf against the alternatives, side by side.",
-    subcommands: [BenchPagesCommand.self, BenchSendfileCommand.self],
+    subcommands: [BenchPagesCommand.self, BenchSendfileCommand.self, BenchSQLiteCommand.self],
     defaultSubcommand: BenchPagesCommand.self
   )
 }
