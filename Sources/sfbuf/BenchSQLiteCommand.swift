@@ -57,11 +57,18 @@ struct BenchSQLiteCommand: ParsableCommand {
   var db: String?
   @Flag(help: "Skip the sweep of window sizes.")
   var noSweep = false
+  @Option(name: .customLong("sweep"), help: "Only these window sizes in the sweep (repeatable).")
+  var sweepOnly: [Int] = []
+  @Flag(help: "Skip the three suites (with --sweep: measure only the sweep).")
+  var noSuites = false
 
   func validate() throws {
     if let lookups, lookups < 100 { throw ValidationError("--lookups must be at least 100") }
     if let runs, !(1...50).contains(runs) { throw ValidationError("--runs must be in 1...50") }
     if rows < 10_000 { throw ValidationError("--rows must be at least 10000") }
+    for n in sweepOnly where !(1...SFBufPool.maxSlots).contains(n) {
+      throw ValidationError("--sweep \(n): a window has 1 to \(SFBufPool.maxSlots) slots")
+    }
   }
 
   func run() throws {
@@ -75,10 +82,12 @@ struct BenchSQLiteCommand: ParsableCommand {
     let bench = try SQLiteBench(
       path: path, lookups: lookups ?? (quick ? 30_000 : 300_000),
       runs: runs ?? (quick ? 2 : 5), verbose: !json)
-    let suites = try bench.measureSuites()
+    let suites = noSuites ? [] : try bench.measureSuites()
     let sweepSizes =
-      quick ? [64, 512, 4096, 32768] : [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
-    let sweep = noSweep ? [] : try bench.measureSweep(sweepSizes, runs: quick ? 1 : 3)
+      !sweepOnly.isEmpty
+      ? sweepOnly
+      : quick ? [64, 512, 4096, 32768] : [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
+    let sweep = noSweep ? [] : try bench.measureSweep(sweepSizes, runs: runs ?? (quick ? 1 : 3))
     let report = SQLiteBenchReport(config: bench.config, suites: suites, sweep: sweep)
     if json {
       let enc = JSONEncoder()
