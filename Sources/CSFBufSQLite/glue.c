@@ -179,7 +179,8 @@ static int vfsOpen(sqlite3_vfs *vfs, const char *zName, sqlite3_file *f, int fla
     char *error = 0;
     p->state = sfbufsqlite_file_open(zName, sqlite3_uri_parameter(zName, "nsfbufs"),
                                      sqlite3_uri_parameter(zName, "direct"),
-                                     sqlite3_uri_parameter(zName, "policy"), &error);
+                                     sqlite3_uri_parameter(zName, "policy"),
+                                     sqlite3_uri_parameter(zName, "admit"), &error);
     if (!p->state) {
       // Opened, so that SQLite can close it; locked, never: see xLock and the
       // connection check in sfbufsqlite_connection_init, which gives the message.

@@ -19,11 +19,12 @@
   func sfbufsqlite_file_open(
     _ path: UnsafePointer<CChar>, _ nsfbufs: UnsafePointer<CChar>?,
     _ direct: UnsafePointer<CChar>?, _ policy: UnsafePointer<CChar>?,
-    _ message: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    _ admit: UnsafePointer<CChar>?, _ message: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
   ) -> UnsafeMutableRawPointer? {
     do {
       let config = try SFBufSQLiteConfig(
-        nsfbufs: string(nsfbufs), direct: string(direct), policy: string(policy))
+        nsfbufs: string(nsfbufs), direct: string(direct), policy: string(policy),
+        admit: string(admit))
       let f = try MappedFile(path: String(cString: path), config: config)
       return Unmanaged.passRetained(f).toOpaque()
     } catch {

@@ -23,6 +23,14 @@
   /// region, as SQLite's mapping of the whole region is kept between fetches. Each fetch
   /// then costs an `sf_buf_alloc` with `SFB_NOWAIT` (a hash lookup on a hit), each unfetch
   /// an `sf_buf_free`.
+  ///
+  /// A window admits pages (`admit=N`): each fetch counts one request for its page in a
+  /// byte per page of the file (saturating at 255, every count halved every
+  /// ``SFBufSQLiteConfig/agingPeriod(slots:)`` fetches); a page whose count is still below
+  /// N gets NULL, and SQLite reads it with xRead into its page cache. SQLite's pager asks
+  /// xFetch before its own cache for every page it gets while reading, so a page SQLite
+  /// keeps using is counted up to N and from then on mapped (a hit while it stays cached in
+  /// the window), while a page asked for once costs one `pread` rather than an `mmap`.
   final class MappedFile {
     let config: SFBufSQLiteConfig
     let pool: SFBufPool
@@ -53,6 +61,14 @@
     /// The window's first slot's address, learned from the first mapping.
     var windowBase: UnsafeMutableRawPointer? = nil
 
+    /// Admission (window only, `admit` > 1): per page of the file, its recent requests.
+    var heat: UnsafeMutablePointer<UInt8>? = nil
+    var heatCount = 0
+    /// Fetches until the counts are halved.
+    var untilAging: Int
+    let agingPeriod: Int
+    let admit: Int
+
     #if DEBUG
       /// Tests only: files opened with a window of this many slots map the page after the
       /// one asked for (a mutant the query checks must catch; other windows are unaffected).
@@ -73,6 +89,9 @@
         throw error
       }
       slots = pool.nsfbufs
+      admit = pool.isDirectMap ? 1 : config.admit
+      agingPeriod = SFBufSQLiteConfig.agingPeriod(slots: slots)
+      untilAging = agingPeriod
       #if DEBUG
         mutantShift = config.nsfbufs != nil && config.nsfbufs == MappedFile.mutantWindow ? 1 : 0
       #endif
@@ -96,6 +115,8 @@
       slotRefs.deallocate()
       slotHeld.deallocate()
       slotSpan.deallocate()
+      heat?.deallocate()
+      heat = nil
     }
 
     // MARK: xFetch
@@ -114,6 +135,10 @@
         let first = offset / vmPageSize
       #endif
       let span = (offset % vmPageSize + amount - 1) / vmPageSize + 1
+      if admit > 1 && !admitted(first) {
+        counters.cold += 1
+        return nil
+      }
       guard wire(first, span) else {
         counters.refused += 1
         return nil
@@ -124,6 +149,39 @@
       counters.mapped += 1
       outstanding += 1
       return p + inner
+    }
+
+    /// Counts one request for page `index`; whether it has now been asked for `admit` times
+    /// (recently). O(1), but every ``agingPeriod`` calls O(pages of the file).
+    @inline(__always)
+    private func admitted(_ index: Int) -> Bool {
+      untilAging -= 1
+      if untilAging <= 0 { age() }
+      if index >= heatCount { growHeat(to: index + 1) }
+      let h = heat![index]
+      let n = h == UInt8.max ? h : h + 1
+      heat![index] = n
+      return Int(n) >= admit
+    }
+
+    /// Halves every count.
+    private func age() {
+      untilAging = agingPeriod
+      guard let heat else { return }
+      for i in 0..<heatCount { heat[i] >>= 1 }
+    }
+
+    /// Room for the counts of `count` pages (at least the mapped size's), new ones at 0.
+    private func growHeat(to count: Int) {
+      let n = max(count, (mapSize + vmPageSize - 1) / vmPageSize, heatCount * 2)
+      let new = UnsafeMutablePointer<UInt8>.allocate(capacity: n)
+      new.initialize(repeating: 0, count: n)
+      if let heat {
+        new.update(from: heat, count: heatCount)
+        heat.deallocate()
+      }
+      heat = new
+      heatCount = n
     }
 
     /// One page through the pool.

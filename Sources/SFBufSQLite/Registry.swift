@@ -156,6 +156,9 @@
     public var notAdjacent = 0
     /// ... because the host refused to map or wire the page.
     public var refused = 0
+    /// ... because the page was not yet admitted: asked for fewer than `admit` times
+    /// recently (window only).
+    public var cold = 0
     /// xUnfetch calls with a mapping.
     public var unfetches = 0
     /// xUnfetch calls with NULL (SQLite dropping every mapping of the file).
@@ -164,7 +167,7 @@
     public init() {}
 
     /// xFetch calls answered with NULL, for any reason.
-    public var fellBack: Int { windowFull + pastEnd + notAdjacent + refused }
+    public var fellBack: Int { windowFull + pastEnd + notAdjacent + refused + cold }
 
     mutating func add(_ o: SFBufSQLiteCounters) {
       fetches += o.fetches
@@ -173,15 +176,16 @@
       pastEnd += o.pastEnd
       notAdjacent += o.notAdjacent
       refused += o.refused
+      cold += o.cold
       unfetches += o.unfetches
       unmapAll += o.unmapAll
     }
 
-    /// One line: `fetches F, mapped M, fell back to xRead X (window full W, past the end P,
-    /// not adjacent A, refused R), unfetches U, unmap-all N`.
+    /// One line: `fetches F, mapped M, fell back to xRead X (not admitted C, window full W,
+    /// past the end P, not adjacent A, refused R), unfetches U, unmap-all N`.
     public var line: String {
-      "fetches \(fetches), mapped \(mapped), fell back to xRead \(fellBack) (window full "
-        + "\(windowFull), past the end \(pastEnd), not adjacent \(notAdjacent), refused "
+      "fetches \(fetches), mapped \(mapped), fell back to xRead \(fellBack) (not admitted "
+        + "\(cold), window full \(windowFull), past the end \(pastEnd), not adjacent \(notAdjacent), refused "
         + "\(refused)), unfetches \(unfetches), unmap-all \(unmapAll)"
     }
   }

@@ -156,7 +156,8 @@ struct CoherenceTests {
     }
     writeFile(db + ".writer.sql", script)
 
-    let config = SFBufSQLiteConfig.window(12)
+    // admit=1: every page read is mapped, so the mappings themselves race the writer.
+    let config = SFBufSQLiteConfig.window(12, admit: 1)
     let before = SFBufSQLite.closedFileCounters(for: config)
     let m = try Connection(sfbufURI(db, config))
     try m.run(mapAll)

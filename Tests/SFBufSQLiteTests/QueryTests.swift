@@ -20,6 +20,7 @@ func countersSince(_ before: SFBufSQLiteCounters, _ config: SFBufSQLiteConfig)
   d.pastEnd = now.pastEnd - before.pastEnd
   d.notAdjacent = now.notAdjacent - before.notAdjacent
   d.refused = now.refused - before.refused
+  d.cold = now.cold - before.cold
   d.unfetches = now.unfetches - before.unfetches
   d.unmapAll = now.unmapAll - before.unmapAll
   return d
@@ -46,7 +47,10 @@ struct QueryTests {
     let reference = try Fixture.reference(db)
     #expect(reference.split(separator: "\n").count > 100)
 
-    let configs: [SFBufSQLiteConfig] = [.window(1), .window(8), .window(64), .window(512), .direct]
+    let configs: [SFBufSQLiteConfig] = [
+      .window(1), .window(8), .window(64), .window(512), .window(64, admit: 1),
+      .window(512, admit: 1), .direct,
+    ]
     for config in configs {
       let before = SFBufSQLite.closedFileCounters(for: config)
       let c = try Connection(sfbufURI(db, config))
@@ -69,7 +73,7 @@ struct QueryTests {
         // The B-tree cursors hold several pages at once: one slot cannot hold them all.
         #expect(n.windowFull > 0, "window of 1: fell back to xRead, and says so")
         #expect((SFBufSQLite.pool(for: config)?.stats.sf_allocfail ?? 0) > 0)
-      } else if config == .window(512) || config == .direct {
+      } else if config.nsfbufs == 512 || config == .direct {
         #expect(n.windowFull == 0)
       }
     }
@@ -149,7 +153,7 @@ struct QueryTests {
     defer { dir.remove() }
     let db = dir.file("d.db")
     try Fixture.build(db, orders: 5000)
-    let config = SFBufSQLiteConfig.window(56)
+    let config = SFBufSQLiteConfig.window(56, admit: 1)  // the one scan maps pages
     let c = try Connection(sfbufURI(db, config))
     try c.run(mapAll)
     try c.run("SELECT count(*), sum(amount) FROM orders")
@@ -165,6 +169,53 @@ struct QueryTests {
     d.close()
   }
 
+  @Test("admission: pages asked for once are refused to xRead, pages asked for often are mapped")
+  func admission() throws {
+    let dir = ScratchDir("sfbuf-sqlite-admit")
+    defer { dir.remove() }
+    let db = dir.file("a.db")
+    try Fixture.build(db, orders: 60_000)
+    let scan = "SELECT sum(amount), count(*) FROM orders"
+    let reference = try Fixture.reference(db, sql: scan + ";\n")
+    let lookup = "SELECT amount FROM orders WHERE id = 31337"
+    // Windows of their own (sizes no other test uses), so the counters are these files' only.
+    let admitting = SFBufSQLiteConfig.window(72, admit: 6)
+    let eager = SFBufSQLiteConfig.window(72, admit: 1)
+    for config in [admitting, eager] {
+      // One scan: every leaf of the table is asked for about once.
+      var before = SFBufSQLite.closedFileCounters(for: config)
+      var c = try Connection(sfbufURI(db, config))
+      try c.run(mapAll)
+      #expect(try c.run(scan + ";\n") == reference, "\(config): same answer")
+      c.close()
+      let scanned = countersSince(before, config)
+      // Then one row again and again: the same few pages (root, interior, leaf) each time.
+      before = SFBufSQLite.closedFileCounters(for: config)
+      c = try Connection(sfbufURI(db, config))
+      try c.run(mapAll)
+      var answers = Set<String>()
+      for _ in 0..<20 { answers.insert(try c.value(lookup)) }
+      c.close()
+      let looked = countersSince(before, config)
+      #expect(answers.count == 1, "\(config): the same row every time: \(answers)")
+      for n in [scanned, looked] {
+        #expect(n.unfetches == n.mapped, "\(config): every mapping given back: \(n.line)")
+      }
+      #expect(slotsInUse(config) == 0)
+      if config.admit == 1 {
+        #expect(scanned.cold == 0 && looked.cold == 0, "admit=1 refuses nothing")
+        #expect(scanned.mapped > 100, "admit=1 maps the scanned leaves: \(scanned.line)")
+      } else {
+        // Cold: the scan's leaves went to xRead; nearly none was mapped.
+        #expect(scanned.cold > 100, "the scan's pages were refused: \(scanned.line)")
+        #expect(scanned.mapped * 10 < scanned.cold, "few scanned pages mapped: \(scanned.line)")
+        // Hot: from the 6th lookup on, the lookup's pages are mapped.
+        #expect(looked.mapped >= 15, "the lookup's pages were admitted: \(looked.line)")
+        #expect(looked.cold <= 5 * 6, "refused only until hot: \(looked.line)")
+      }
+    }
+  }
+
   @Test("bad URI parameters are refused with a message naming them; nothing is mapped")
   func badParameters() throws {
     let dir = ScratchDir("sfbuf-sqlite-bad")
@@ -177,6 +228,8 @@ struct QueryTests {
       ("direct=2", "direct=2"), ("policy=lru", "policy=lru"),
       ("direct=1&nsfbufs=8", "nsfbufs=8 applies to a window"),
       ("direct=1&policy=batched", "policy=batched applies to a window"),
+      ("admit=0", "admit=0"), ("admit=256", "admit=256"), ("admit=often", "admit=often"),
+      ("direct=1&admit=2", "admit=2 applies to a window"),
     ]
     for (params, expected) in cases {
       #expect(throws: SQLiteError.self, "\(params)") {

@@ -24,7 +24,7 @@ int sfbufsqlite_connection_init(struct sqlite3 *db, char **pzErrMsg,
 // Defined in Swift (SFBufSQLite/Exports.swift). `state` is a retained per-file object.
 // Opens the per-file state of a main database, or returns NULL and a malloc'd message.
 void *sfbufsqlite_file_open(const char *path, const char *nsfbufs, const char *direct,
-                            const char *policy, char **error);
+                            const char *policy, const char *admit, char **error);
 // xFetch: a pointer to `amount` bytes at `offset`, or NULL (SQLite then uses xRead).
 void *sfbufsqlite_file_fetch(void *state, int64_t offset, int amount);
 // xUnfetch with a pointer, or with NULL (drop everything mapped for this file).
