@@ -20,7 +20,8 @@ struct BenchSQLiteCommand: ParsableCommand {
     discussion: """
       Ways: the default VFS with mmap_size=0 (every page copied by xRead into SQLite's page
       cache), the default VFS with the whole file mapped (SQLite's own mmap), the sfbuf VFS
-      with windows of 64 and 512 slots, and the sfbuf VFS's direct map. Every way uses
+      with windows of 64 and 512 slots (default admission, admit=4), the window of 512 with
+      admit=1 (every page mapped at its first fetch), and the sfbuf VFS's direct map. Every way uses
       SQLite's default page cache (cache_size -2000, 2 MB).
 
       Suites: (1) hot point lookups through an index, keys drawn from Zipf(0.99) and
@@ -61,11 +62,16 @@ struct BenchSQLiteCommand: ParsableCommand {
   var sweepOnly: [Int] = []
   @Flag(help: "Skip the three suites (with --sweep: measure only the sweep).")
   var noSuites = false
+  @Option(help: "Also a window of 512 with this admit=N (repeatable).")
+  var admit: [Int] = []
 
   func validate() throws {
     if let lookups, lookups < 100 { throw ValidationError("--lookups must be at least 100") }
     if let runs, !(1...50).contains(runs) { throw ValidationError("--runs must be in 1...50") }
     if rows < 10_000 { throw ValidationError("--rows must be at least 10000") }
+    for n in admit where !(1...SFBufSQLiteConfig.maxAdmit).contains(n) {
+      throw ValidationError("--admit \(n): admit is 1 to \(SFBufSQLiteConfig.maxAdmit)")
+    }
     for n in sweepOnly where !(1...SFBufPool.maxSlots).contains(n) {
       throw ValidationError("--sweep \(n): a window has 1 to \(SFBufPool.maxSlots) slots")
     }
@@ -82,7 +88,7 @@ struct BenchSQLiteCommand: ParsableCommand {
     let bench = try SQLiteBench(
       path: path, lookups: lookups ?? (quick ? 30_000 : 300_000),
       runs: runs ?? (quick ? 2 : 5), verbose: !json)
-    let suites = noSuites ? [] : try bench.measureSuites()
+    let suites = noSuites ? [] : try bench.measureSuites(admits: admit)
     let sweepSizes =
       !sweepOnly.isEmpty
       ? sweepOnly
@@ -225,8 +231,11 @@ struct SQLiteWay {
   static let mmapOff = SQLiteWay(name: "default, mmap_size=0", config: nil, mmapSize: 0)
   static let mmapWhole = SQLiteWay(
     name: "default, whole file mapped", config: nil, mmapSize: 2_000_000_000)
-  static func window(_ n: Int) -> SQLiteWay {
-    SQLiteWay(name: "sfbuf, window of \(n)", config: .window(n), mmapSize: 2_000_000_000)
+  static func window(_ n: Int, admit: Int = SFBufSQLiteConfig.defaultAdmit) -> SQLiteWay {
+    let suffix = admit == SFBufSQLiteConfig.defaultAdmit ? "" : ", admit=\(admit)"
+    return SQLiteWay(
+      name: "sfbuf, window of \(n)" + suffix, config: .window(n, admit: admit),
+      mmapSize: 2_000_000_000)
   }
   static let direct = SQLiteWay(
     name: "sfbuf, direct map", config: .direct, mmapSize: 2_000_000_000)
@@ -387,10 +396,13 @@ final class SQLiteBench {
     return s
   }
 
-  static let ways: [SQLiteWay] = [.mmapOff, .mmapWhole, .window(64), .window(512), .direct]
+  static let ways: [SQLiteWay] = [
+    .mmapOff, .mmapWhole, .window(64), .window(512), .window(512, admit: 1), .direct,
+  ]
 
-  func measureSuites() throws -> [SQLiteBenchSuite] {
-    let ways = SQLiteBench.ways
+  /// The ways, with a window of 512 for each of `admits` after the default ones.
+  func measureSuites(admits: [Int] = []) throws -> [SQLiteBenchSuite] {
+    let ways = SQLiteBench.ways + admits.map { SQLiteWay.window(512, admit: $0) }
     var samples = [[[SQLiteSample]]](
       repeating: [[SQLiteSample]](repeating: [], count: ways.count),
       count: SQLiteSuite.allCases.count)
