@@ -7,7 +7,7 @@
   /// parameters say: `nsfbufs=N` (a window of N slots, default 512), `direct=1` (the direct
   /// map), `policy=faithful|batched` (the window's reclaim policy, default faithful),
   /// `admit=N` (the window's admission policy: a page not already mapped is mapped only at
-  /// the N-th of SQLite's recent requests for it, default 4; `admit=1` maps every page at
+  /// the N-th of SQLite's recent requests for it, default 16; `admit=1` maps every page at
   /// its first request). Until then xFetch answers NULL and SQLite reads the page into its
   /// own page cache with xRead (`pread`), as with `mmap_size=0`.
   ///
@@ -27,7 +27,7 @@
     /// The default window: 512 slots, the faithful policy.
     public static let defaultWindowSlots = 512
     /// The default admission threshold of a window.
-    public static let defaultAdmit = 4
+    public static let defaultAdmit = 16
     /// The largest admission threshold (the per-page counters saturate at 255).
     public static let maxAdmit = 255
 

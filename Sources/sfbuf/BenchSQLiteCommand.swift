@@ -20,7 +20,7 @@ struct BenchSQLiteCommand: ParsableCommand {
     discussion: """
       Ways: the default VFS with mmap_size=0 (every page copied by xRead into SQLite's page
       cache), the default VFS with the whole file mapped (SQLite's own mmap), the sfbuf VFS
-      with windows of 64 and 512 slots (default admission, admit=4), the window of 512 with
+      with windows of 64 and 512 slots (default admission, admit=16), the window of 512 with
       admit=1 (every page mapped at its first fetch), and the sfbuf VFS's direct map. Every way uses
       SQLite's default page cache (cache_size -2000, 2 MB).
 
