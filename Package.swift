@@ -9,6 +9,9 @@ let package = Package(
     .library(name: "SFBufSim", targets: ["SFBufSim"]),
     .library(name: "SFSendfile", targets: ["SFSendfile"]),
     .executable(name: "sfbuf", targets: ["sfbuf"]),
+    // The loadable SQLite extension: `.build/<config>/libSFBufSQLite.so`, entry point
+    // `sqlite3_sfbufsqlite_init`, a VFS named `sfbuf`.
+    .library(name: "SFBufSQLite", type: .dynamic, targets: ["SFBufSQLite"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,6 +36,15 @@ let package = Package(
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
     // The users the manual names: sendfile(2) and zero-copy send, on the public API only.
     .target(name: "SFSendfile", dependencies: ["SFBufHost", "CSFBufLinux"]),
+    // The SQLite extension: C glue over sqlite3ext.h (the VFS, its io_methods, the entry
+    // point; no link to libsqlite3, SQLite hands it its API) and the Swift side that maps
+    // database pages through an sf_buf pool.
+    .target(name: "CSFBufSQLite"),
+    .target(name: "SFBufSQLite", dependencies: ["SFBufHost", "CSFBufSQLite"]),
+    // The system's libsqlite3, for the tool's `bench sqlite` and the extension's tests only.
+    .systemLibrary(
+      name: "CSQLite3", path: "Sources/CSQLite3", pkgConfig: "sqlite3",
+      providers: [.apt(["libsqlite3-dev"])]),
     // Small hand-written SVG charts (line and bar panels, log axes, crossings) for the tool.
     .target(name: "SFBufCharts"),
     // Heap allocations counted per thread, for `sfbuf bench`: the hook that
@@ -46,6 +58,9 @@ let package = Package(
         "SFBufHost",
         "SFBufSim",
         "SFSendfile",
+        "SFBufSQLite",
+        "CSFBufSQLite",
+        "CSQLite3",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
       ]
@@ -63,6 +78,9 @@ let package = Package(
     .testTarget(name: "SFBufToolTests", dependencies: ["SFBufTestSupport"]),
     .testTarget(
       name: "SFBufHostTests", dependencies: ["SFBufHost", "CSFBufLinux", "SFBufTestSupport"]),
+    .testTarget(
+      name: "SFBufSQLiteTests",
+      dependencies: ["SFBufSQLite", "CSFBufSQLite", "CSQLite3", "SFBufHost", "SFBufTestSupport"]),
   ],
   swiftLanguageModes: [.v6]
 )

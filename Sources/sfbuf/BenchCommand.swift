@@ -6,7 +6,10 @@ struct BenchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench",
     abstract: "Benchmark sf_buf against the alternatives, side by side.",
-    subcommands: [BenchPagesCommand.self, BenchSendfileCommand.self, BenchSweepCommand.self],
+    subcommands: [
+      BenchPagesCommand.self, BenchSendfileCommand.self, BenchSweepCommand.self,
+      BenchSQLiteCommand.self,
+    ],
     defaultSubcommand: BenchPagesCommand.self
   )
 }
