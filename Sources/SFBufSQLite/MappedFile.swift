@@ -189,7 +189,7 @@
     private func mapOne(_ index: Int) -> UnsafeMutableRawPointer? {
       do {
         let buf = try pool.allocate(object.page(index), flags: .noWait)
-        if buf.slot < 0 { return buf.address }  // direct map: the object's mapping, kept
+        if buf.slot == nil { return buf.address }  // direct map: the object's mapping, kept
         return hold(buf)
       } catch SFBufError.wouldBlock {
         counters.windowFull += 1
@@ -203,7 +203,7 @@
     /// no mapping of that slot, else frees it (the one held keeps the mapping).
     @inline(__always)
     private func hold(_ buf: consuming SFBuf) -> UnsafeMutableRawPointer {
-      let slot = buf.slot
+      let slot = buf.slot!
       let address = buf.address
       if windowBase == nil { windowBase = address - slot * vmPageSize }
       slotSpan[slot] = 1
@@ -241,10 +241,10 @@
       do {
         while n < span {
           let buf = try pool.allocate(object.page(first + n), flags: .noWait)
-          let slot = buf.slot
+          let slot = buf.slot!
           (got + n).initialize(to: buf)
           n += 1
-          if pool.mapCalls != calls || slot != got[0].slot + n - 1 { break }
+          if pool.mapCalls != calls || slot != got[0].slot! + n - 1 { break }
         }
       } catch SFBufError.wouldBlock {
         freeGot()
@@ -274,7 +274,7 @@
         return nil
       }
       var adjacent = n == span
-      for i in 1..<n where got[i].slot != got[0].slot + i { adjacent = false }
+      for i in 1..<n where got[i].slot! != got[0].slot! + i { adjacent = false }
       if adjacent { return adopt(got, span) }
       counters.notAdjacent += 1
       freeGot()
@@ -283,7 +283,7 @@
 
     /// Holds the mappings of a page mapped into adjacent slots; returns its address.
     private func adopt(_ got: UnsafeMutablePointer<SFBuf>, _ span: Int) -> UnsafeMutableRawPointer {
-      let first = got[0].slot
+      let first = got[0].slot!
       let address = got[0].address
       for i in 0..<span { _ = hold((got + i).move()) }
       slotSpan[first] = Int32(span)
