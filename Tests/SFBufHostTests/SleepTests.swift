@@ -79,7 +79,7 @@ struct SleepTests {
       let b = try await pool.allocate(o.page(1), flags: .interruptible)
       return readTag(b)
     }
-    #expect(waitUntil { pool.window!.sleepers == 1 })
+    #expect(await waitUntilAsync { pool.window!.sleepers == 1 })
     task.cancel()
     let r = await task.result
     #expect(throws: SFBufError.interrupted) { try r.get() }
@@ -95,7 +95,7 @@ struct SleepTests {
       let b = try await pool.allocate(o.page(1))
       return readTag(b)
     }
-    #expect(waitUntil { pool.window!.sleepers == 1 })
+    #expect(await waitUntilAsync { pool.window!.sleepers == 1 })
     task.cancel()
     usleep(50_000)
     #expect(pool.window!.sleepers == 1)
@@ -130,10 +130,10 @@ struct SleepTests {
             b.free()
           })
       }
-      #expect(waitUntil { pool.window!.sleepers == before + 1 })
+      #expect(await waitUntilAsync { pool.window!.sleepers == before + 1 })
     }
     pool.sf_buf_free(held)
-    #expect(waitUntil { order.get.count == 6 })
+    #expect(await waitUntilAsync { order.get.count == 6 })
     for t in threads { t.join() }
     for t in tasks { await t.value }
     #expect(order.get == [1, 2, 3, 4, 5, 6])
