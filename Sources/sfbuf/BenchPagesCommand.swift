@@ -19,28 +19,30 @@ struct BenchPagesCommand: ParsableCommand {
     commandName: "pages",
     abstract: "Page access through sf_buf windows against the direct map, pread and mmap.",
     discussion: """
-      Cells: workload x threads x peer. Per cell: ns per page (median of the trials, with
-      min and max; with 2 threads, wall time x threads / pages, i.e. per thread), the
-      window's hit rate, mapping system calls per page (mmap, munmap, madvise), TLB
-      shootdowns per page (delta of the TLB: line of /proc/interrupts, all CPUs; n/a where
-      the file lacks it), heap allocations per access (malloc and its kin, counted per
-      thread around the access loop by the tool's own malloc, which forwards to glibc's).
+      Cells: workload x threads x peer. Per cell: ns per page (median of the trials, with \
+      min and max; with 2 threads, wall time x threads / pages, i.e. per thread), the \
+      window's hit rate, mapping system calls per page (mmap, munmap, madvise), TLB \
+      shootdowns per page (delta of the TLB: line of /proc/interrupts, all CPUs; n/a where \
+      the file lacks it), heap allocations per access (malloc and its kin, counted per \
+      thread around the access loop through malloc-interposer, a library linked into the \
+      tool only).
 
-      Workloads: hot (32 pages per thread, each also held by a keeper, so hits find
-      mappings in use; one word read per access), uniform (uniform random pages over 8 x nsfbufs pages; one
-      word), zipf (Zipf(0.99) over 16 x nsfbufs pages; one word), seq (each thread scans
-      its share of 16 x nsfbufs pages in order, reading every word of every page).
-      pread reads what the access reads (8 bytes, or the whole page for seq).
-      --workload, --threads and --peer measure a part of the table (direct and pread are
-      always measured: the ratios need them).
+      Workloads: hot (32 pages per thread, each also held by a keeper, so hits find \
+      mappings in use; one word read per access), uniform (uniform random pages over \
+      8 x nsfbufs pages; one word), zipf (Zipf(0.99) over 16 x nsfbufs pages; one word), \
+      seq (each thread scans its share of 16 x nsfbufs pages in order, reading every word \
+      of every page). pread reads what the access reads (8 bytes, or the whole page for \
+      seq). --workload, --threads and --peer measure a part of the table (direct and \
+      pread are always measured: the ratios need them).
 
-      --json prints one object: {"schema": "sfbuf-bench-pages/1", "config": {...},
-      "tlbCounter": bool, "cells": [{"workload", "threads", "peer", "pages",
-      "nsPerPage": {"median", "min", "max"}, "hitRate" (null off the window),
-      "mapCallsPerPage", "shootdownsPerPage" (null without the TLB line),
-      "shootdownsPerMiss" (null off the window or without misses), "allocsPerAccess",
-      "vsDirect", "vsPread"}]}. Ratios are median ns per page over the direct map's and
-      pread's in the same workload and thread count (above 1: slower).
+      --json prints one object, keys sorted: {"schema": "sfbuf-bench-pages/2", "config": \
+      {...}, "tlbCounter": bool, "allocationsCounted": bool, "cells": [{"workload", \
+      "threads", "peer", "pages", "nsPerPage": {"median", "min", "max"}, "hitRate" (null \
+      off the window), "mapCallsPerPage", "shootdownsPerPage" (null without the TLB \
+      line), "shootdownsPerMiss" (null off the window or without misses), \
+      "allocsPerAccess" (null when not counted, as under a sanitizer), "vsDirect", \
+      "vsPread"}]}. Ratios are median ns per page over the direct map's and pread's in \
+      the same workload and thread count (above 1: slower).
       """
   )
 
@@ -52,30 +54,38 @@ struct BenchPagesCommand: ParsableCommand {
   var allocatePerAccess = false
   @Flag(help: "Print JSON instead of the table.")
   var json = false
-  @Option(help: "Also write an SVG chart (bars per workload) to this file.")
+  @Option(help: ArgumentHelp("Also write an SVG chart (bars per workload) to this file.", valueName: "file"))
   var svg: String?
-  @Option(help: "Window slots.")
+  @Option(help: ArgumentHelp("Window slots.", valueName: "slots"))
   var nsfbufs = 512
-  @Option(help: "Trials per cell (default 5, --quick 3).")
+  @Option(help: ArgumentHelp("Trials per cell (default 5, --quick 3).", valueName: "count"))
   var trials: Int?
-  @Option(help: "Batch of the batched policy (default nsfbufs / 4).")
+  @Option(
+    help: ArgumentHelp("Batch of the batched policy (default nsfbufs / 4).", valueName: "slots"))
   var batch: Int?
   @Option(
     name: .customLong("run"),
-    help: """
+    help: ArgumentHelp(
+      """
       Pages per run in the sequential scan of the batched peer (default nsfbufs / 4: 128 \
       pages, 512 KiB; sendfile maps chains of up to 256 pages).
-      """)
+      """, valueName: "pages"))
   var runPages: Int?
   @Option(
     name: .customLong("workload"),
-    help: "Only these workloads (repeatable: hot, uniform, zipf, seq; default all).")
+    help: ArgumentHelp(
+      "Only these workloads (repeatable: hot, uniform, zipf, seq; default all).",
+      valueName: "name"))
   var workloads: [BenchWorkload] = []
-  @Option(name: .customLong("threads"), help: "Only this thread count (1 or 2; default both).")
+  @Option(
+    name: .customLong("threads"),
+    help: ArgumentHelp("Only this thread count (1 or 2; default both).", valueName: "count"))
   var threadCounts: [Int] = []
   @Option(
     name: .customLong("peer"),
-    help: "Only these peers besides direct and pread, which the ratios need (repeatable).")
+    help: ArgumentHelp(
+      "Only these peers besides direct and pread, which the ratios need (repeatable).",
+      valueName: "name"))
   var peers: [BenchPeer] = []
 
   func validate() throws {
@@ -97,6 +107,7 @@ struct BenchPagesCommand: ParsableCommand {
   }
 
   func run() throws {
+    SignalWatcher.start()
     let bench = try PageBench(
       nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, run: runPages ?? nsfbufs / 4, quick: quick,
       allocatePerAccess: allocatePerAccess, trials: trials ?? (quick ? 3 : 5),
@@ -105,9 +116,15 @@ struct BenchPagesCommand: ParsableCommand {
         peers.isEmpty || peers.contains($0) || $0 == .direct || $0 == .pread
       },
       threads: threadCounts.isEmpty ? [1, 2] : threadCounts)
-    let cells = bench.measure()
+    let faithful = bench.faithful
+    let batched = bench.batched
+    SignalWatcher.onStatus {
+      ["faithful window:"] + faithful.stats.netstatLines.map { "  " + $0 } + ["batched window:"]
+        + batched.stats.netstatLines.map { "  " + $0 }
+    }
+    let cells = bench.measure(quiet: json)
     if json {
-      print(bench.json(cells))
+      try printJSON(bench.report(cells))
     } else {
       bench.printTable(cells)
     }
@@ -283,7 +300,7 @@ final class PageBench: @unchecked Sendable {
   }
 
   /// Every cell, trial by trial, the peers interleaved within each round.
-  func measure() -> [BenchCell] {
+  func measure(quiet: Bool = true) -> [BenchCell] {
     var cells: [BenchCell] = []
     for w in workloads {
       for threads in threadCounts {
@@ -296,13 +313,17 @@ final class PageBench: @unchecked Sendable {
     // every path run once (the Swift runtime allocates on a first call of some generics;
     // the allocator makes its sleepers on its first waits).
     for c in cells { _ = trial(c.workload, threads: c.threads, peer: c.peer, limit: 2000) }
-    for _ in 0..<trialCount {
+    let progress = Progress.make(
+      total: trialCount * cells.count, unit: .count("cell"), quiet: quiet)
+    for r in 0..<trialCount {
       for i in 0..<cells.count {
         let c = cells[i]
         cells[i].trials.append(
           trial(c.workload, threads: c.threads, peer: c.peer, limit: limit(c.workload, c.peer)))
+        progress?.update(r * cells.count + i + 1)
       }
     }
+    progress?.finish()
     return cells
   }
 
@@ -431,50 +452,70 @@ final class PageBench: @unchecked Sendable {
     print(
       "sfbuf bench: window of \(nsfbufs) slots, batch \(batch), runs of \(runLength) pages,"
         + " object of \(pages) pages, \(trialCount) trials per cell, \(Int(sfbCPUs())) CPUs")
-    print(
-      padRight("workload", 9) + padRight("thr", 4) + padRight("peer", 9) + padLeft("ns/page", 9)
-        + padLeft("min", 8)
-        + padLeft("max", 8) + padLeft("hit%", 7) + padLeft("maps/pg", 9)
-        + padLeft("tlb/pg", 8)
-        + padLeft("tlb/miss", 9) + padLeft("allocs", 7) + padLeft("xdirect", 9)
-        + padLeft("xpread", 8))
+    var t = Table(
+      [
+        "workload", "thr", "peer", "ns/page", "min", "max", "hit%", "maps/pg", "tlb/pg",
+        "tlb/miss", "allocs", "xdirect", "xpread",
+      ], leftColumns: 3)
     for (c, vd, vp) in table(cells) {
       let v = c.nsPerPage
-      print(
-        padRight(c.workload.rawValue, 9) + padRight(String(c.threads), 4)
-          + padRight(c.peer.rawValue, 9)
-          + padLeft(fmt(c.median, 1), 9) + padLeft(fmt(v.first ?? .nan, 1), 8)
-          + padLeft(fmt(v.last ?? .nan, 1), 8)
-          + padLeft(c.hitRate.map { fmt($0 * 100, 1) } ?? "-", 7)
-          + padLeft(fmt(c.mapCallsPerPage, 3), 9)
-          + padLeft(c.shootdownsPerPage.map { fmt($0, 3) } ?? "n/a", 8)
-          + padLeft(c.shootdownsPerMiss.map { fmt($0, 3) } ?? (tlb ? "-" : "n/a"), 9)
-          + padLeft(c.allocsPerAccess.map { fmt($0, 3) } ?? "n/a", 7) + padLeft(fmt(vd, 2), 9)
-          + padLeft(fmt(vp, 2), 8))
+      t.add([
+        c.workload.rawValue, String(c.threads), c.peer.rawValue, fmt(c.median, 1),
+        fmt(v.first, 1, missing: "n/a"), fmt(v.last, 1, missing: "n/a"),
+        fmt(c.hitRate.map { $0 * 100 }, 1, missing: "-"), fmt(c.mapCallsPerPage, 3),
+        fmt(c.shootdownsPerPage, 3, missing: "n/a"),
+        fmt(c.shootdownsPerMiss, 3, missing: tlb ? "-" : "n/a"),
+        fmt(c.allocsPerAccess, 3, missing: "n/a"), fmt(vd, 2), fmt(vp, 2),
+      ])
     }
+    t.print()
     print("ns/page: median of the trials (per thread with 2 threads); x: median over the")
     print("direct map's / pread's in the same row group; tlb: TLB shootdown interrupts.")
   }
 
-  func json(_ cells: [BenchCell]) -> String {
-    func num(_ x: Double?) -> String { x.map { $0.isFinite ? "\($0)" : "null" } ?? "null" }
-    var out = "{\"schema\": \"sfbuf-bench-pages/1\", \"config\": {\"nsfbufs\": \(nsfbufs),"
-    out += " \"batch\": \(batch), \"runPages\": \(runLength), \"objectPages\": \(pages),"
-    out += " \"trials\": \(trialCount), \"quick\": \(quick), \"cpus\": \(sfbCPUs())},"
-    out += " \"tlbCounter\": \(tlbShootdowns() != nil), \"cells\": ["
-    out += table(cells).map { c, vd, vp in
-      let v = c.nsPerPage
-      return "{\"workload\": \"\(c.workload.rawValue)\", \"threads\": \(c.threads),"
-        + " \"peer\": \"\(c.peer.rawValue)\", \"pages\": \(c.pages),"
-        + " \"nsPerPage\": {\"median\": \(num(c.median)), \"min\": \(num(v.first)),"
-        + " \"max\": \(num(v.last))}, \"hitRate\": \(num(c.hitRate)),"
-        + " \"mapCallsPerPage\": \(num(c.mapCallsPerPage)),"
-        + " \"shootdownsPerPage\": \(num(c.shootdownsPerPage)),"
-        + " \"shootdownsPerMiss\": \(num(c.shootdownsPerMiss)),"
-        + " \"allocsPerAccess\": \(num(c.allocsPerAccess)), \"vsDirect\": \(num(vd)),"
-        + " \"vsPread\": \(num(vp))}"
-    }.joined(separator: ", ")
-    return out + "]}"
+  /// The `--json` document.
+  struct Report: Encodable {
+    struct Config: Encodable {
+      var nsfbufs, batch, runPages, objectPages, trials, cpus: Int
+      var quick: Bool
+    }
+    struct NsPerPage: Encodable {
+      var median, min, max: Figure<Double>
+    }
+    struct Cell: Encodable {
+      var workload: String
+      var threads: Int
+      var peer: String
+      var pages: Int
+      var nsPerPage: NsPerPage
+      var hitRate, mapCallsPerPage, shootdownsPerPage, shootdownsPerMiss: Figure<Double>
+      var allocsPerAccess, vsDirect, vsPread: Figure<Double>
+    }
+    var schema = "sfbuf-bench-pages/2"
+    var config: Config
+    var tlbCounter: Bool
+    var allocationsCounted: Bool
+    var cells: [Cell]
+  }
+
+  func report(_ cells: [BenchCell]) -> Report {
+    Report(
+      config: .init(
+        nsfbufs: nsfbufs, batch: batch, runPages: runLength, objectPages: pages,
+        trials: trialCount, cpus: sfbCPUs(), quick: quick),
+      tlbCounter: tlbShootdowns() != nil, allocationsCounted: countsAllocations,
+      cells: table(cells).map { c, vd, vp in
+        let v = c.nsPerPage
+        return Report.Cell(
+          workload: c.workload.rawValue, threads: c.threads, peer: c.peer.rawValue,
+          pages: c.pages,
+          nsPerPage: .init(median: Figure(c.median), min: Figure(v.first), max: Figure(v.last)),
+          hitRate: Figure(c.hitRate), mapCallsPerPage: Figure(c.mapCallsPerPage),
+          shootdownsPerPage: Figure(c.shootdownsPerPage),
+          shootdownsPerMiss: Figure(c.shootdownsPerMiss),
+          allocsPerAccess: Figure(c.allocsPerAccess),
+          vsDirect: Figure(vd), vsPread: Figure(vp))
+      })
   }
 }
 

@@ -3,6 +3,7 @@ import CSFBufLinux
 import Glibc
 import SFBufHost
 import SFSendfile
+import Synchronization
 import SystemPackage
 
 /// `sfbuf bench sendfile`: one file sent over loopback TCP to a reader process that drains
@@ -11,16 +12,15 @@ import SystemPackage
 /// `write` from a whole-file mapping. Prints medians of GB/s and the ratios between them as a
 /// table or, with `--json`, as one JSON object.
 ///
-/// The JSON keys, stable: `size_bytes`, `repetitions`, `nsfbufs`, `pinned`, `chunk_bytes`,
-/// `methods`
-/// (an array, in the order above, of objects with `name`, `gbps_median`, `gbps_min`,
-/// `gbps_max`, `gbps_runs`), `ratios` (an object with `sfbuf_window_vs_mmap_write`,
-/// `sfbuf_direct_vs_mmap_write`, `sfbuf_window_vs_pread_write`,
-/// `sfbuf_direct_vs_pread_write`, `sfbuf_window_vs_kernel_sendfile`,
-/// `sfbuf_direct_vs_kernel_sendfile`: ratios of medians) and `window` (the window's
-/// counters after the run: `nsfbufs`, `nsfbufspeak`, `sf_allocwait`, `sf_allocfail`,
-/// `hits`, `misses`, `map_calls`). Method names: `sfbuf_window`, `sfbuf_direct`,
-/// `kernel_sendfile`, `pread_write`, `mmap_write`.
+/// The JSON document (`--json`, keys sorted, camelCase): `schema`
+/// (`sfbuf-bench-sendfile/2`), `sizeBytes`, `repetitions`, `nsfbufs`, `pinned`,
+/// `chunkBytes`, `methods` (an array, in the order above, of objects with `name`,
+/// `gbpsMedian`, `gbpsMin`, `gbpsMax`, `gbpsRuns`), `ratios` (`sfbufWindowVsMmapWrite`,
+/// `sfbufDirectVsMmapWrite`, `sfbufWindowVsPreadWrite`, `sfbufDirectVsPreadWrite`,
+/// `sfbufWindowVsKernelSendfile`, `sfbufDirectVsKernelSendfile`: ratios of medians) and
+/// `window` (the window's counters after the run: `nsfbufs`, `nsfbufspeak`, `sfAllocwait`,
+/// `sfAllocfail`, `hits`, `misses`, `mapCalls`). Method names: `sfbuf_window`,
+/// `sfbuf_direct`, `kernel_sendfile`, `pread_write`, `mmap_write`.
 struct BenchSendfileCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "sendfile",
@@ -35,17 +35,21 @@ struct BenchSendfileCommand: ParsableCommand {
       """
   )
 
-  @Option(help: "Bytes per transfer (a number, or with a suffix K, M or G).")
+  @Option(
+    help: ArgumentHelp(
+      "Bytes per transfer (a number, or with a suffix K, M or G).", valueName: "bytes"))
   var size = "1G"
 
-  @Option(help: "Timed transfers of each method.")
+  @Option(help: ArgumentHelp("Timed transfers of each method.", valueName: "count"))
   var repetitions = 5
 
-  @Option(help: "Window slots for the window method.")
+  @Option(help: ArgumentHelp("Window slots for the window method.", valueName: "slots"))
   var nsfbufs = 512
 
   @Option(
-    help: "Bytes per call of pread+write and write from a mapping (ours: 1 MiB chains).")
+    help: ArgumentHelp(
+      "Bytes per call of pread+write and write from a mapping (ours: 1 MiB chains).",
+      valueName: "bytes"))
   var chunk = "1M"
 
   @Flag(help: "A short run (64 MiB, 3 repetitions) that takes a few seconds.")
@@ -54,8 +58,11 @@ struct BenchSendfileCommand: ParsableCommand {
   @Flag(help: "Print one JSON object instead of a table.")
   var json = false
 
-  @Option(help: "Where to make the temporary file (a disk, not tmpfs, to be realistic).")
-  var directory = "/tmp"
+  @Option(
+    help: ArgumentHelp(
+      "Where to make the temporary file: a disk, not tmpfs, to be realistic.",
+      valueName: "folder"))
+  var directory = "/var/tmp"
 
   @Flag(
     help: """
@@ -68,6 +75,9 @@ struct BenchSendfileCommand: ParsableCommand {
   @Option(name: .customLong("only"), help: .hidden)
   var only: [String] = []
 
+  /// The largest --size: 1 TiB.
+  static let maxSize = 1 << 40
+
   static let methods = [
     "sfbuf_window", "sfbuf_direct", "kernel_sendfile", "pread_write", "mmap_write",
   ]
@@ -78,7 +88,10 @@ struct BenchSendfileCommand: ParsableCommand {
   ]
 
   func validate() throws {
-    guard let s = parseBytes(size), s > 0 else { throw ValidationError("bad --size '\(size)'") }
+    guard let s = parseBytes(size), (1...Self.maxSize).contains(s) else {
+      throw ValidationError(
+        "--size must be a byte count from 1 to 1T (a number, or with K, M, G or T), not '\(size)'")
+    }
     guard let c = parseBytes(chunk), c >= 4096, c <= 1 << 30 else {
       throw ValidationError("--chunk must be 4K...1G")
     }
@@ -95,6 +108,9 @@ struct BenchSendfileCommand: ParsableCommand {
     let bytes = quick ? 64 << 20 : parseBytes(size)!
     let reps = quick ? min(repetitions, 3) : repetitions
     let chunkBytes = parseBytes(chunk)!
+    // Ctrl-C, SIGTERM, SIGHUP: the file is removed and the reader stopped (registered as
+    // each comes to be); SIGUSR1: the window's counters.
+    SignalWatcher.start()
     let bench = try SendfileBench(
       size: bytes, chunk: chunkBytes, nsfbufs: nsfbufs, directory: directory)
     defer { bench.finish() }
@@ -102,17 +118,29 @@ struct BenchSendfileCommand: ParsableCommand {
     let cpus = Int(sfb_cpu_count())
     let pinned = pin && cpus >= 2
     if pinned && sfb_set_affinity_cpu(0) != 0 { throw CommandFailure("cannot run on CPU 0") }
+    let window = bench.window
+    SignalWatcher.onStatus { ["window:"] + window.stats.netstatLines.map { "  " + $0 } }
     try bench.startReader(connections: methods.count * (reps + 1), cpu: pinned ? 1 : nil)
     var runs: [String: [Double]] = [:]
-    for m in methods { _ = try bench.transfer(m) }  // warm-up
+    let progress = Progress.make(
+      total: methods.count * (reps + 1), unit: .count("transfer"), quiet: json)
+    var done = 0
+    for m in methods {  // warm-up
+      _ = try bench.transfer(m)
+      done += 1
+      progress?.update(done)
+    }
     for r in 0..<reps {
       // Interleaved, and rotated so that no method always follows the same one.
       for i in 0..<methods.count {
         let m = methods[(i + r) % methods.count]
         let seconds = try bench.transfer(m)
         runs[m, default: []].append(Double(bytes) / seconds / 1e9)
+        done += 1
+        progress?.update(done)
       }
     }
+    progress?.finish()
     try bench.stopReader()
     if !only.isEmpty {
       for m in methods { print("\(m): median \(fmt(median(runs[m]!))) GB/s") }
@@ -120,55 +148,72 @@ struct BenchSendfileCommand: ParsableCommand {
     }
     let medians = Dictionary(uniqueKeysWithValues: runs.map { ($0.key, median($0.value)) })
     let ratios: [(String, Double)] = [
-      ("sfbuf_window_vs_mmap_write", medians["sfbuf_window"]! / medians["mmap_write"]!),
-      ("sfbuf_direct_vs_mmap_write", medians["sfbuf_direct"]! / medians["mmap_write"]!),
-      ("sfbuf_window_vs_pread_write", medians["sfbuf_window"]! / medians["pread_write"]!),
-      ("sfbuf_direct_vs_pread_write", medians["sfbuf_direct"]! / medians["pread_write"]!),
-      ("sfbuf_window_vs_kernel_sendfile", medians["sfbuf_window"]! / medians["kernel_sendfile"]!),
-      ("sfbuf_direct_vs_kernel_sendfile", medians["sfbuf_direct"]! / medians["kernel_sendfile"]!),
+      ("sfbufWindowVsMmapWrite", medians["sfbuf_window"]! / medians["mmap_write"]!),
+      ("sfbufDirectVsMmapWrite", medians["sfbuf_direct"]! / medians["mmap_write"]!),
+      ("sfbufWindowVsPreadWrite", medians["sfbuf_window"]! / medians["pread_write"]!),
+      ("sfbufDirectVsPreadWrite", medians["sfbuf_direct"]! / medians["pread_write"]!),
+      ("sfbufWindowVsKernelSendfile", medians["sfbuf_window"]! / medians["kernel_sendfile"]!),
+      ("sfbufDirectVsKernelSendfile", medians["sfbuf_direct"]! / medians["kernel_sendfile"]!),
     ]
     let st = bench.window.stats
     if json {
-      var o = "{\"size_bytes\":\(bytes),\"repetitions\":\(reps),\"nsfbufs\":\(nsfbufs),"
-      o += "\"pinned\":\(pinned),"
-      o += "\"chunk_bytes\":\(chunkBytes),\"methods\":["
-      o += Self.methods.map { m in
-        let v = runs[m]!
-        return "{\"name\":\"\(m)\",\"gbps_median\":\(fmt(medians[m]!, 4)),"
-          + "\"gbps_min\":\(fmt(v.min()!, 4)),\"gbps_max\":\(fmt(v.max()!, 4)),"
-          + "\"gbps_runs\":[\(v.map { fmt($0, 4) }.joined(separator: ","))]}"
-      }.joined(separator: ",")
-      o += "],\"ratios\":{"
-      o += ratios.map { "\"\($0.0)\":\(fmt($0.1, 4))" }.joined(separator: ",")
-      o += "},\"window\":{\"nsfbufs\":\(st.nsfbufs),\"nsfbufspeak\":\(st.nsfbufspeak),"
-      o += "\"sf_allocwait\":\(st.sf_allocwait),\"sf_allocfail\":\(st.sf_allocfail),"
-      o += "\"hits\":\(st.hits),\"misses\":\(st.misses),\"map_calls\":\(bench.window.mapCalls)}}"
-      print(o)
+      try printJSON(
+        Report(
+          sizeBytes: bytes, repetitions: reps, nsfbufs: nsfbufs, pinned: pinned,
+          chunkBytes: chunkBytes,
+          methods: Self.methods.map { m in
+            let v = runs[m]!
+            return .init(
+              name: m, gbpsMedian: Figure(medians[m]!), gbpsMin: Figure(v.min()),
+              gbpsMax: Figure(v.max()), gbpsRuns: v.map { Figure($0) })
+          },
+          ratios: Dictionary(uniqueKeysWithValues: ratios.map { ($0.0, Figure($0.1)) }),
+          window: .init(
+            nsfbufs: st.nsfbufs, nsfbufspeak: st.nsfbufspeak, sfAllocwait: st.sf_allocwait,
+            sfAllocfail: st.sf_allocfail, hits: st.hits, misses: st.misses,
+            mapCalls: bench.window.mapCalls)))
       return
     }
     print(
       "sendfile over loopback TCP: \(describe(bytes)) per transfer to a reader process"
         + " draining into a 1 MiB buffer\(pinned ? " (sender on CPU 0, reader on CPU 1)" : "");"
         + " \(reps) interleaved repetitions after a warm-up; GB/s = 1e9 bytes/s")
-    print(
-      padRight("method", 22) + padLeft("median", 8) + padLeft("min", 8) + padLeft("max", 8)
-        + padLeft("/mmap+wr", 10) + padLeft("/pread+wr", 10) + padLeft("/kernel", 9))
+    var t = Table(["method", "median", "min", "max", "/mmap+wr", "/pread+wr", "/kernel"])
     for m in Self.methods {
       let v = runs[m]!
       let med = medians[m]!
-      print(
-        padRight(Self.labels[m]! + (m == "sfbuf_window" ? " \(nsfbufs)" : ""), 22)
-          + padLeft(fmt(med), 8) + padLeft(fmt(v.min()!), 8) + padLeft(fmt(v.max()!), 8)
-          + padLeft(fmt(med / medians["mmap_write"]!), 10)
-          + padLeft(fmt(med / medians["pread_write"]!), 10)
-          + padLeft(fmt(med / medians["kernel_sendfile"]!), 9))
+      t.add([
+        Self.labels[m]! + (m == "sfbuf_window" ? " \(nsfbufs)" : ""), fmt(med),
+        fmt(v.min()!), fmt(v.max()!), fmt(med / medians["mmap_write"]!),
+        fmt(med / medians["pread_write"]!), fmt(med / medians["kernel_sendfile"]!),
+      ])
     }
+    t.print()
     print(
       "targets: >= 0.95x write from mmap, >= 1.0x pread+write. window: "
         + verdict(ratios[0].1, ratios[2].1) + "; direct map: " + verdict(ratios[1].1, ratios[3].1))
     print(
       "window after the run: " + st.netstatLines.joined(separator: "; ")
         + "; \(st.misses) misses, \(bench.window.mapCalls) mmap calls")
+  }
+
+  /// The `--json` document.
+  struct Report: Encodable {
+    struct Method: Encodable {
+      var name: String
+      var gbpsMedian, gbpsMin, gbpsMax: Figure<Double>
+      var gbpsRuns: [Figure<Double>]
+    }
+    struct Window: Encodable {
+      var nsfbufs, nsfbufspeak, sfAllocwait, sfAllocfail, hits, misses, mapCalls: Int
+    }
+    var schema = "sfbuf-bench-sendfile/2"
+    var sizeBytes, repetitions, nsfbufs: Int
+    var pinned: Bool
+    var chunkBytes: Int
+    var methods: [Method]
+    var ratios: [String: Figure<Double>]
+    var window: Window
   }
 
   private func verdict(_ vsMap: Double, _ vsPread: Double) -> String {
@@ -178,7 +223,7 @@ struct BenchSendfileCommand: ParsableCommand {
 }
 
 /// The file, the pools, the reader process and the five ways to send.
-final class SendfileBench {
+final class SendfileBench: @unchecked Sendable {
   let size: Int
   let chunk: Int
   let path: String
@@ -190,6 +235,8 @@ final class SendfileBench {
   let buffer: UnsafeMutableRawPointer
   private var listener: Listener?
   private var reader: pid_t = 0
+  /// The reader's pid while it runs, for the clean-up on a terminating signal.
+  private let liveReader = Atomic<Int32>(0)
 
   init(size: Int, chunk: Int, nsfbufs: Int, directory: String) throws {
     self.size = size
@@ -200,6 +247,8 @@ final class SendfileBench {
     guard wfd >= 0 else { throw CommandFailure("cannot create a file in \(directory)") }
     path = String(
       decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let made = path
+    SignalWatcher.onTermination { unlink(made) }
     defer { close(wfd) }
     do {
       try SendfileBench.fill(wfd, size)
@@ -258,18 +307,36 @@ final class SendfileBench {
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_adddup2(&actions, l.fileDescriptor.rawValue, 3)
     let argv =
-      [path, "recv", "0", "--listen-fd", "3", "--sink", "--connections", "\(connections)"]
+      [
+        path, "recv", "0", "--listen-fd", "3", "--sink", "--connections", "\(connections)",
+        "--parent", "\(getpid())",
+      ]
       + (cpu.map { ["--cpu", "\($0)"] } ?? [])
     let args = argv.map { strdup($0) } + [nil]
     defer { for a in args { free(a) } }
-    let r = posix_spawn(&reader, path, &actions, nil, args, environ)
+    // The reader takes signals as usual, whatever this process blocks for its watcher.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var none = sigset_t()
+    sigemptyset(&none)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+    let r = posix_spawn(&reader, path, &actions, &attributes, args, environ)
     guard r == 0 else { throw CommandFailure("cannot start the reader: \(Errno(rawValue: r))") }
+    liveReader.store(reader, ordering: .releasing)
+    let live = self
+    SignalWatcher.onTermination {
+      let pid = live.liveReader.load(ordering: .acquiring)
+      if pid > 0 { kill(pid, SIGKILL) }
+    }
   }
 
   /// Waits for the reader to exit after its last connection.
   func stopReader() throws {
     var status: Int32 = 0
     waitpid(reader, &status, 0)
+    liveReader.store(0, ordering: .releasing)
     reader = 0
     if status != 0 { throw CommandFailure("the reader failed (wait status \(status))") }
   }
@@ -277,6 +344,7 @@ final class SendfileBench {
   /// Removes the file, and stops a reader still running after an error.
   func finish() {
     if reader > 0 {
+      liveReader.store(0, ordering: .releasing)
       kill(reader, SIGTERM)
       var status: Int32 = 0
       waitpid(reader, &status, 0)
@@ -387,11 +455,13 @@ private func rawSend(_ sock: CInt, _ p: UnsafeRawPointer, _ count: Int) -> Int {
   return n < 0 ? -Int(errno) : n
 }
 
-/// "1G", "256K", "4096" as bytes.
+/// "1G", "256K", "4096" as bytes; nil when it is not such a count or does not fit an Int.
 func parseBytes(_ text: String) -> Int? {
-  let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+  let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
   if let last = text.uppercased().last, let unit = units[last] {
-    return Int(text.dropLast()).map { $0 * unit }
+    guard let n = Int(text.dropLast()), n >= 0 else { return nil }
+    let (bytes, overflow) = n.multipliedReportingOverflow(by: unit)
+    return overflow ? nil : bytes
   }
   return Int(text)
 }

@@ -11,18 +11,23 @@ enum PolicyName: String, CaseIterable, ExpressibleByArgument {
 /// The pool options that `run` and `send` share: the window's size and policy, or the
 /// direct map.
 struct PoolOptions: ParsableArguments {
-  @Option(help: "Window slots (default: SFBUF_NSFBUFS, else 512).")
+  @Option(
+    help: ArgumentHelp(
+      "Window slots, 1...32768 (default: SFBUF_NSFBUFS, else 512).", valueName: "slots"))
   var nsfbufs: Int?
   @Flag(help: "Map pages through the direct map instead of a window.")
   var direct = false
   @Option(
-    help: """
+    help: ArgumentHelp(
+      """
       How the window recycles free slots: faithful (one remap per miss, under the pool \
       lock, as the original) or batched (translations dropped in batches, misses mapped \
       outside the pool lock).
-      """)
+      """, valueName: "name"))
   var policy: PolicyName = .faithful
-  @Option(help: "Slots per batch of the batched policy (default nsfbufs / 4).")
+  @Option(
+    help: ArgumentHelp(
+      "Slots per batch of the batched policy (default nsfbufs / 4).", valueName: "slots"))
   var batch: Int?
 
   func validate() throws {

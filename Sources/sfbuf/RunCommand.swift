@@ -11,26 +11,39 @@ struct RunCommand: ParsableCommand {
     commandName: "run",
     abstract: "Allocate, verify and free mappings from several threads; print the counters.",
     discussion: """
-      The window size comes from --nsfbufs, else from SFBUF_NSFBUFS, else 512 slots.
-      Every page carries a tag written with pwrite(2); every mapping handed out is checked
-      against it, so a wrong mapping is reported, not just counted.
+      The window size comes from --nsfbufs, else from SFBUF_NSFBUFS, else 512 slots. \
+      Every page carries a tag written with pwrite(2); every mapping handed out is checked \
+      against it, so a wrong mapping is reported, not just counted. A thread holding \
+      nothing sleeps for a slot; one holding mappings asks with SFB_NOWAIT and, refused, \
+      gives them all back first, so that every window size finishes.
+
+      SIGUSR1 prints the counters as they are (as dd does). --json prints one object, \
+      keys sorted: {"schema": "sfbuf-run/1", "threads", "pages", "hold", "seconds", \
+      "skew", "seed", "pool" (window or direct map), "nsfbufs" (null for the direct map), \
+      "allocations", "wrongMappings", "givenBack", "elapsedSeconds", \
+      "allocationsPerSecond", "stats": {"nsfbufs", "nsfbufsused", "nsfbufspeak", \
+      "sfAllocwait", "sfAllocfail", "hits", "misses", "remaps", "hitRate"}}.
       """
   )
 
   @OptionGroup var poolOptions: PoolOptions
-  @Option(help: "Pages in the anonymous object.")
+  @Option(help: ArgumentHelp("Pages in the anonymous object.", valueName: "count"))
   var pages = 4096
-  @Option(help: "Threads allocating.")
+  @Option(help: ArgumentHelp("Threads allocating (1...256).", valueName: "count"))
   var threads = 4
   @Option(
-    help: "Mappings each thread holds at once (more than nsfbufs/threads makes threads sleep).")
+    help: ArgumentHelp(
+      "Mappings each thread holds at once (more than nsfbufs / threads: refusals).",
+      valueName: "count"))
   var hold = 8
-  @Option(help: "Seconds to run.")
+  @Option(help: ArgumentHelp("Seconds to run.", valueName: "time"))
   var seconds = 3.0
-  @Option(help: "Zipf exponent of page popularity (0: uniform).")
+  @Option(help: ArgumentHelp("Zipf exponent of page popularity (0: uniform).", valueName: "s"))
   var skew = 0.99
-  @Option(help: "Random seed.")
+  @Option(help: ArgumentHelp("Random seed.", valueName: "n"))
   var seed: UInt64 = 1
+  @Flag(help: "Print one JSON object instead of the text.")
+  var json = false
 
   func validate() throws {
     guard pages > 0 else { throw ValidationError("--pages must be positive, not \(pages)") }
@@ -43,16 +56,20 @@ struct RunCommand: ParsableCommand {
   }
 
   func run() throws {
+    SignalWatcher.start()
     let pool = try poolOptions.makePool()
+    SignalWatcher.onStatus { pool.stats.netstatLines }
     let object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-run")
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
     defer { object.unwire(pages: 0..<pages) }
 
     let kind = poolOptions.describe(pool)
-    print(
-      "sfbuf: \(threads) threads, \(kind), object of \(pages) pages, Zipf(\(skew)),"
-        + " holding \(hold) each, \(fmt(seconds, 1)) s")
+    if !json {
+      print(
+        "sfbuf: \(threads) threads, \(kind), object of \(pages) pages, Zipf(\(skew)),"
+          + " holding \(hold) each, \(fmt(seconds, 1)) s")
+    }
     let zipf = Zipf(n: pages, s: skew)
     let results = ThreadResults(threads)
     let deadline = now() + seconds
@@ -99,19 +116,61 @@ struct RunCommand: ParsableCommand {
     }
     let elapsed = now() - start
     let s = pool.stats
-    for line in s.netstatLines { print(line) }
-    print(
-      "hits \(s.hits), misses \(s.misses), remaps \(s.remaps), hit rate \(fmt(s.hitRate * 100, 1))%"
-    )
-    print("\(results.givenBack) times a thread gave back its mappings after a refused SFB_NOWAIT")
-    print(
-      "\(results.ops) allocations verified in \(fmt(elapsed)) s:"
-        + " \(fmt(Double(results.ops) / elapsed / 1e6, 3)) M/s, \(results.bad) wrong mappings")
+    if json {
+      try printJSON(
+        Report(
+          threads: threads, pages: pages, hold: hold, seconds: seconds, skew: skew, seed: seed,
+          pool: pool.isDirectMap ? "direct map" : "window",
+          nsfbufs: Figure(pool.isDirectMap ? nil : pool.nsfbufs), allocations: results.ops,
+          wrongMappings: results.bad, givenBack: results.givenBack, elapsedSeconds: elapsed,
+          allocationsPerSecond: Figure(Double(results.ops) / elapsed), stats: StatsJSON(s)))
+    } else {
+      for line in s.netstatLines { print(line) }
+      print(
+        "hits \(s.hits), misses \(s.misses), remaps \(s.remaps),"
+          + " hit rate \(fmt(s.hitRate * 100, 1))%")
+      print(
+        "\(results.givenBack) times a thread gave back its mappings after a refused SFB_NOWAIT")
+      print(
+        "\(results.ops) allocations verified in \(fmt(elapsed)) s:"
+          + " \(fmt(Double(results.ops) / elapsed / 1e6, 3)) M/s, \(results.bad) wrong mappings")
+    }
     if results.bad > 0 { throw ExitCode.failure }
     if s.nsfbufsused != 0 {
-      print("error: \(s.nsfbufsused) slots still in use after every thread freed its mappings")
-      throw ExitCode.failure
+      throw ToolError(
+        "\(s.nsfbufsused) slots still in use after every thread freed its mappings")
     }
+  }
+
+  /// The `--json` document.
+  struct Report: Encodable {
+    var schema = "sfbuf-run/1"
+    var threads, pages, hold: Int
+    var seconds, skew: Double
+    var seed: UInt64
+    var pool: String
+    var nsfbufs: Figure<Int>
+    var allocations, wrongMappings, givenBack: Int
+    var elapsedSeconds: Double
+    var allocationsPerSecond: Figure<Double>
+    var stats: StatsJSON
+  }
+}
+
+/// A pool's counters in JSON (camelCase).
+struct StatsJSON: Encodable {
+  var nsfbufs, nsfbufsused, nsfbufspeak, sfAllocwait, sfAllocfail, hits, misses, remaps: Int
+  var hitRate: Figure<Double>
+  init(_ s: SFBufStats) {
+    nsfbufs = s.nsfbufs
+    nsfbufsused = s.nsfbufsused
+    nsfbufspeak = s.nsfbufspeak
+    sfAllocwait = s.sf_allocwait
+    sfAllocfail = s.sf_allocfail
+    hits = s.hits
+    misses = s.misses
+    remaps = s.remaps
+    hitRate = Figure(s.hitRate)
   }
 }
 

@@ -15,21 +15,31 @@ struct SendCommand: ParsableCommand {
     discussion: """
       The file's pages are wired, mapped with sf_buf_alloc (a window of --nsfbufs slots, or \
       the direct map with --direct) and written with scatter-gather sendmsg. For loopback \
-      use: the peer can be `sfbuf recv PORT`, `socat -u TCP-LISTEN:PORT -`, or `nc -l PORT`.
-      The window size comes from --nsfbufs, else from SFBUF_NSFBUFS, else 512 slots.
+      use: the peer can be `sfbuf recv PORT`, `socat -u TCP-LISTEN:PORT -`, or `nc -l \
+      PORT`. The window size comes from --nsfbufs, else from SFBUF_NSFBUFS, else 512 slots.
+
+      On a terminal, progress is shown on standard error (bytes, percent, rate, time left); \
+      SIGUSR1 prints the window's counters. --json prints one object, keys sorted: \
+      {"schema": "sfbuf-send/1", "file", "destination", "offset", "bytesSent", \
+      "elapsedSeconds", "gigabytesPerSecond", "pool", "stats" (null for the direct map), \
+      "zeroCopy" (null without --zerocopy: {"notifications", "completed", "copied"})}.
       """
   )
 
-  @Argument(help: "The file to send.")
+  @Argument(help: ArgumentHelp("The file to send.", valueName: "file"))
   var file: String
 
-  @Argument(help: "Where to send it: HOST:PORT (e.g. 127.0.0.1:9000, [::1]:9000).")
+  @Argument(
+    help: ArgumentHelp(
+      "Where to send it: HOST:PORT (e.g. 127.0.0.1:9000, [::1]:9000).", valueName: "host:port"))
   var destination: String
 
-  @Option(help: "The first byte of the file to send.")
+  @Option(help: ArgumentHelp("The first byte of the file to send.", valueName: "byte"))
   var offset = 0
 
-  @Option(help: "Bytes of the file to send; 0 sends to the end of the file.")
+  @Option(
+    help: ArgumentHelp(
+      "Bytes of the file to send; 0 sends to the end of the file.", valueName: "bytes"))
   var count = 0
 
   @OptionGroup var poolOptions: PoolOptions
@@ -37,8 +47,11 @@ struct SendCommand: ParsableCommand {
   @Flag(help: "Ask for zero-copy sends (SO_ZEROCOPY, MSG_ZEROCOPY).")
   var zerocopy = false
 
-  @Option(help: "Seconds to wait for the connection.")
+  @Option(help: ArgumentHelp("Seconds to wait for the connection.", valueName: "seconds"))
   var timeout = 10.0
+
+  @Flag(help: "Print one JSON object on standard output instead of the summary.")
+  var json = false
 
   func validate() throws {
     guard offset >= 0 else { throw ValidationError("--offset must not be negative, not \(offset)") }
@@ -49,7 +62,9 @@ struct SendCommand: ParsableCommand {
 
   func run() throws {
     let to = try Endpoint(destination)
+    SignalWatcher.start()
     let pool = try poolOptions.makePool()
+    if !pool.isDirectMap { SignalWatcher.onStatus { pool.stats.netstatLines } }
     let object: VMObject
     do { object = try VMObject.file(FilePath(file)) } catch {
       throw CommandFailure("cannot open \(file): \(error.reason)")
@@ -63,11 +78,29 @@ struct SendCommand: ParsableCommand {
     if zerocopy && !socket.enableZeroCopy() {
       printError("sfbuf send: the socket refuses zero-copy (SO_ZEROCOPY); sending with copies")
     }
+    // What will be sent, for the progress line: to the end of the file, or `count` bytes.
+    let fileSize = (try? object.size()) ?? 0
+    let total = count == 0 ? max(0, fileSize - offset) : min(count, max(0, fileSize - offset))
+    let progress = Progress.make(total: total, unit: .bytes, quiet: json)
     let start = now()
-    let sent: Int
+    var sent = 0
     do {
-      sent = try sendfile(object, to: socket, offset: offset, count: count, pool: pool)
+      if let progress {
+        // In pieces of 8 MiB, to show progress between them; the bytes on the wire are
+        // the same.
+        while sent < total {
+          let piece = min(8 << 20, total - sent)
+          let n = try sendfile(object, to: socket, offset: offset + sent, count: piece, pool: pool)
+          sent += n
+          progress.update(sent)
+          if n < piece { break }
+        }
+        progress.finish()
+      } else {
+        sent = try sendfile(object, to: socket, offset: offset, count: count, pool: pool)
+      }
     } catch {
+      progress?.finish()
       socket.close()
       throw CommandFailure("sendfile to \(destination): \(error)")
     }
@@ -77,6 +110,20 @@ struct SendCommand: ParsableCommand {
     let zc = socket.zeroCopyStats
     socket.close()
     let elapsed = now() - start
+    if json {
+      try printJSON(
+        Report(
+          file: file, destination: destination, offset: offset, bytesSent: sent,
+          elapsedSeconds: elapsed, gigabytesPerSecond: Figure(Double(sent) / elapsed / 1e9),
+          pool: poolOptions.describe(pool),
+          stats: Figure(pool.isDirectMap ? nil : StatsJSON(pool.stats)),
+          zeroCopy: Figure(
+            zerocopy
+              ? Report.ZeroCopy(
+                notifications: zc.notifications, completed: zc.completed, copied: zc.copied)
+              : nil)))
+      return
+    }
     let kind = "the " + poolOptions.describe(pool)
     printError(
       "sfbuf send: sent \(sent) bytes of \(file) to \(destination) in \(fmt(elapsed, 3)) s"
@@ -88,6 +135,21 @@ struct SendCommand: ParsableCommand {
           + " \(zc.copied) copied by the kernel\(zc.copied > 0 ? " (zero-copy turned off)" : "")")
     }
   }
+
+  /// The `--json` document.
+  struct Report: Encodable {
+    struct ZeroCopy: Encodable {
+      var notifications, completed, copied: Int
+    }
+    var schema = "sfbuf-send/1"
+    var file, destination: String
+    var offset, bytesSent: Int
+    var elapsedSeconds: Double
+    var gigabytesPerSecond: Figure<Double>
+    var pool: String
+    var stats: Figure<StatsJSON>
+    var zeroCopy: Figure<ZeroCopy>
+  }
 }
 
 /// `sfbuf recv PORT`: accepts one connection on a loopback port and writes what arrives to
@@ -98,21 +160,33 @@ struct RecvCommand: ParsableCommand {
     abstract: "Receive one TCP connection on PORT and write what arrives to a file or stdout.",
     discussion: """
       Prints "listening on HOST:PORT" on standard error once it listens (with PORT 0, the \
-      port the kernel chose), and the byte count at the end.
+      port the kernel chose; an IPv6 host in brackets), and the byte count at the end. \
+      --json prints, at the end, one object on standard output, keys sorted: {"schema": \
+      "sfbuf-recv/1", "host", "port", "bytesReceived", "elapsedSeconds", \
+      "gigabytesPerSecond"} (so it needs --out for the data).
       """
   )
 
-  @Argument(help: "The port to listen on (0: any free port, printed).")
+  @Argument(
+    help: ArgumentHelp("The port to listen on (0: any free port, printed).", valueName: "port"))
   var port: Int
 
-  @Option(help: "Write what arrives to FILE (created or truncated) instead of stdout.")
+  @Option(
+    help: ArgumentHelp(
+      "Write what arrives to this file (created or truncated) instead of stdout.",
+      valueName: "file"))
   var out: String?
 
-  @Option(help: "The numeric IPv4 address to listen on.")
+  @Option(
+    help: ArgumentHelp(
+      "The numeric address to listen on, IPv4 or IPv6 (127.0.0.1, ::1).", valueName: "address"))
   var host = "127.0.0.1"
 
-  @Option(help: "Seconds to wait for the connection.")
+  @Option(help: ArgumentHelp("Seconds to wait for the connection.", valueName: "seconds"))
   var timeout = 60.0
+
+  @Flag(help: "Print one JSON object on standard output at the end (requires --out).")
+  var json = false
 
   /// A listening descriptor inherited from the parent (the benchmark's reader).
   @Option(help: .hidden)
@@ -126,6 +200,10 @@ struct RecvCommand: ParsableCommand {
   @Option(help: .hidden)
   var connections = 1
 
+  /// The benchmark's pid: its reader ends when its parent is no longer that process.
+  @Option(help: .hidden)
+  var parent: Int32?
+
   /// The CPU the benchmark's reader runs on.
   @Option(help: .hidden)
   var cpu: Int32?
@@ -136,6 +214,9 @@ struct RecvCommand: ParsableCommand {
     }
     guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
     guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
+    if json && out == nil && !sink {
+      throw ValidationError("--json needs --out: standard output carries the JSON")
+    }
   }
 
   func run() throws {
@@ -144,16 +225,16 @@ struct RecvCommand: ParsableCommand {
       if let listenFD {
         listener = try Listener(adopting: FileDescriptor(rawValue: listenFD))
       } else {
-        listener = try Listener(host: host, port: port)
+        listener = try Listener(adopting: try listenSocket(host: host, port: port))
       }
     } catch {
-      throw CommandFailure("cannot listen on \(host):\(port): \(error.errno)")
+      throw CommandFailure("cannot listen on \(Endpoint.text(host, port)): \(error.errno)")
     }
     if sink {
       try runSink(listener)
       return
     }
-    printError("sfbuf recv: listening on \(host):\(listener.port)")
+    printError("sfbuf recv: listening on \(Endpoint.text(host, listener.port))")
     var fd = STDOUT_FILENO
     if let out {
       fd = try openForWriting(out)
@@ -161,7 +242,8 @@ struct RecvCommand: ParsableCommand {
     defer { if fd != STDOUT_FILENO { close(fd) } }
     let socket: Socket
     do { socket = try listener.accept(timeout: .seconds(timeout)) } catch {
-      throw CommandFailure("nobody connected to \(host):\(listener.port): \(error.errno)")
+      throw CommandFailure(
+        "nobody connected to \(Endpoint.text(host, listener.port)): \(error.errno)")
     }
     let start = now()
     let n: Int
@@ -169,17 +251,50 @@ struct RecvCommand: ParsableCommand {
       throw CommandFailure("\(error)")
     }
     let elapsed = now() - start
+    if json {
+      try printJSON(
+        Report(
+          host: host, port: listener.port, bytesReceived: n, elapsedSeconds: elapsed,
+          gigabytesPerSecond: Figure(Double(n) / max(elapsed, 1e-9) / 1e9)))
+      return
+    }
     printError(
       "sfbuf recv: received \(n) bytes in \(fmt(elapsed, 3)) s"
         + " (\(fmt(Double(n) / max(elapsed, 1e-9) / 1e9, 3)) GB/s)")
+  }
+
+  /// The `--json` document.
+  struct Report: Encodable {
+    var schema = "sfbuf-recv/1"
+    var host: String
+    var port, bytesReceived: Int
+    var elapsedSeconds: Double
+    var gigabytesPerSecond: Figure<Double>
   }
 
   private func runSink(_ listener: Listener) throws {
     if let cpu, sfb_set_affinity_cpu(cpu) != 0 {
       throw CommandFailure("cannot run on CPU \(cpu)")
     }
+    // The benchmark's reader outlives nothing: when its parent is gone (killed, even with
+    // SIGKILL), it stops waiting within a second.
+    let parent = self.parent ?? getppid()
+    if getppid() != parent {
+      throw CommandFailure("the benchmark that started this reader is gone")
+    }
     for _ in 0..<connections {
-      let socket = try listener.accept(timeout: .seconds(600))
+      var waited = 0
+      var accepted: Socket?
+      while accepted == nil {
+        do { accepted = try listener.accept(timeout: .seconds(1)) } catch {
+          guard error.errno == .timedOut else { throw error }
+          waited += 1
+          if getppid() != parent || waited >= 600 {
+            throw CommandFailure("the benchmark that started this reader is gone")
+          }
+        }
+      }
+      let socket = accepted!
       var n = UInt64(try socket.drain()).littleEndian
       try withUnsafeBytes(of: &n) { try socket.sendAll($0) }
       socket.close()
@@ -196,8 +311,38 @@ private func openForWriting(_ path: String) throws -> CInt {
   return fd
 }
 
+/// A listening TCP socket on a numeric IPv4 or IPv6 address (`SO_REUSEADDR`, backlog 16).
+@inline(never)
+func listenSocket(host: String, port: Int) throws(SocketError) -> CInt {
+  let what = "listen \(Endpoint.text(host, port))"
+  var hints = addrinfo()
+  hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE | AI_NUMERICSERV
+  hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+  var list: UnsafeMutablePointer<addrinfo>?
+  guard getaddrinfo(host, String(port), &hints, &list) == 0, let ai = list else {
+    throw SocketError(what, .invalidArgument)
+  }
+  defer { freeaddrinfo(list) }
+  let fd = socket(
+    ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  if fd < 0 { throw SocketError(what, Errno(rawValue: errno)) }
+  var one: Int32 = 1
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+  if bind(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 || listen(fd, 16) != 0 {
+    let e = errno
+    close(fd)
+    throw SocketError(what, Errno(rawValue: e))
+  }
+  return fd
+}
+
 /// HOST:PORT, with HOST possibly in brackets (IPv6).
 struct Endpoint {
+  /// `host:port`, or `[host]:port` for an IPv6 address.
+  static func text(_ host: String, _ port: Int) -> String {
+    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+  }
+
   let host: String
   let port: Int
 

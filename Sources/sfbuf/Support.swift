@@ -70,29 +70,3 @@ struct Zipf {
     return lo
   }
 }
-
-/// Formats `x` with `digits` decimals.
-func fmt(_ x: Double, _ digits: Int = 2) -> String {
-  if !x.isFinite { return "n/a" }
-  var p = 1.0
-  for _ in 0..<digits { p *= 10 }
-  let r = (x * p).rounded() / p
-  var s = String(r)
-  if let dot = s.firstIndex(of: ".") {
-    let decimals = s.distance(from: dot, to: s.endIndex) - 1
-    if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
-  } else if digits > 0 {
-    s += "." + String(repeating: "0", count: digits)
-  }
-  return s
-}
-
-/// `s` followed by spaces up to `width` characters.
-func padRight(_ s: String, _ width: Int) -> String {
-  s + String(repeating: " ", count: max(0, width - s.count))
-}
-
-/// `s` preceded by spaces up to `width` characters.
-func padLeft(_ s: String, _ width: Int) -> String {
-  String(repeating: " ", count: max(0, width - s.count)) + s
-}

@@ -131,11 +131,10 @@ struct CLITests {
     #expect(p.wait(timeout: 60) == 0)
     let json = String(decoding: readAll(out), as: UTF8.self)
     for key in [
-      "size_bytes", "repetitions", "nsfbufs", "pinned", "chunk_bytes", "methods", "gbps_median",
-      "gbps_min", "gbps_max", "gbps_runs", "ratios", "sfbuf_window_vs_mmap_write",
-      "sfbuf_direct_vs_mmap_write", "sfbuf_window_vs_pread_write", "sfbuf_direct_vs_pread_write",
-      "sfbuf_window_vs_kernel_sendfile", "sfbuf_direct_vs_kernel_sendfile", "window",
-      "map_calls",
+      "schema", "sizeBytes", "repetitions", "nsfbufs", "pinned", "chunkBytes", "methods",
+      "gbpsMedian", "gbpsMin", "gbpsMax", "gbpsRuns", "ratios", "sfbufWindowVsMmapWrite",
+      "sfbufDirectVsMmapWrite", "sfbufWindowVsPreadWrite", "sfbufDirectVsPreadWrite",
+      "sfbufWindowVsKernelSendfile", "sfbufDirectVsKernelSendfile", "window", "mapCalls",
     ] {
       #expect(json.contains("\"\(key)\":"), "missing key \(key)")
     }
@@ -156,7 +155,7 @@ struct CLITests {
       ], stdout: out)
     #expect(p.wait(timeout: 60) == 0)
     let json = String(decoding: readAll(out), as: UTF8.self)
-    #expect(json.hasPrefix("{\"schema\": \"sfbuf-bench-pages/1\""))
+    #expect(json.contains("\"schema\":\"sfbuf-bench-pages/2\""))
     for key in [
       "config", "nsfbufs", "batch", "runPages", "objectPages", "trials", "quick", "cpus",
       "tlbCounter", "cells", "workload", "threads", "peer", "pages", "nsPerPage", "median", "min",
