@@ -3,7 +3,7 @@
 # sendfile), the Embedded build of the core, the bare-metal kernel under QEMU (and its
 # mutant, which must be caught), and the tool's handling of bad settings.
 #
-# Needs qemu-system-i386, socat and nc; as root on Debian it installs them when missing.
+# Needs qemu-system-i386, socat, nc, sqlite3 and libsqlite3-dev; as root on Debian it installs them when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ need=()
 command -v qemu-system-i386 >/dev/null || need+=(qemu-system-x86)
 command -v socat >/dev/null || need+=(socat)
 command -v nc >/dev/null || need+=(netcat-openbsd)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+[ -f /usr/include/sqlite3ext.h ] || need+=(libsqlite3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "installing ${need[*]}"
@@ -32,6 +34,8 @@ swift build --target SFBufCore --scratch-path .build-embedded --triple i686-unkn
 
 step "swift test"
 mkdir -p .build
+# The SQLite extension as the stock shell loads it (its tests run that shell).
+swift build --product SFBufSQLite
 swift test 2>&1 | tee .build/swift-test.log
 swift_tests=$(grep -oE 'Test run with [0-9]+ tests' .build/swift-test.log | grep -oE '[0-9]+' | tail -1)
 

@@ -54,7 +54,9 @@ struct BenchPagesCommand: ParsableCommand {
   var allocatePerAccess = false
   @Flag(help: "Print JSON instead of the table.")
   var json = false
-  @Option(help: ArgumentHelp("Also write an SVG chart (bars per workload) to this file.", valueName: "file"))
+  @Option(
+    help: ArgumentHelp(
+      "Also write an SVG chart (bars per workload) to this file.", valueName: "file"))
   var svg: String?
   @Option(help: ArgumentHelp("Window slots.", valueName: "slots"))
   var nsfbufs = 512

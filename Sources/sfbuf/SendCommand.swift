@@ -225,7 +225,8 @@ struct RecvCommand: ParsableCommand {
       if let listenFD {
         listener = try Listener(adopting: FileDescriptor(rawValue: listenFD))
       } else {
-        listener = try Listener(adopting: try listenSocket(host: host, port: port))
+        listener = try Listener(
+          adopting: FileDescriptor(rawValue: try listenSocket(host: host, port: port)))
       }
     } catch {
       throw CommandFailure("cannot listen on \(Endpoint.text(host, port)): \(error.errno)")
