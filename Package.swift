@@ -1,4 +1,6 @@
 // swift-tools-version: 6.2
+// Linux only: the host machine maps with mmap(MAP_FIXED), sleeps on futexes and pins with
+// sched_setaffinity; the other platforms build nothing useful.
 import PackageDescription
 
 let package = Package(
@@ -35,12 +37,21 @@ let package = Package(
     // seeded scheduler, and the coherence checker.
     .target(name: "SFBufSim", dependencies: ["SFBufCore"]),
     // The users the manual names: sendfile(2) and zero-copy send, on the public API only.
-    .target(name: "SFSendfile", dependencies: ["SFBufHost", "CSFBufLinux"]),
+    .target(
+      name: "SFSendfile",
+      dependencies: [
+        "SFBufHost", "SFBufCore", "CSFBufLinux",
+        .product(name: "SystemPackage", package: "swift-system"),
+      ]),
     // The SQLite extension: C glue over sqlite3ext.h (the VFS, its io_methods, the entry
     // point; no link to libsqlite3, SQLite hands it its API) and the Swift side that maps
     // database pages through an sf_buf pool.
     .target(name: "CSFBufSQLite"),
-    .target(name: "SFBufSQLite", dependencies: ["SFBufHost", "CSFBufSQLite"]),
+    .target(
+      name: "SFBufSQLite",
+      dependencies: [
+        "SFBufHost", "CSFBufSQLite", .product(name: "SystemPackage", package: "swift-system"),
+      ]),
     // The system's libsqlite3, for the tool's `bench sqlite` and the extension's tests only.
     .systemLibrary(
       name: "CSQLite3", path: "Sources/CSQLite3", pkgConfig: "sqlite3",
@@ -55,6 +66,8 @@ let package = Package(
       dependencies: [
         "CSFBufAllocCount",
         "SFBufCharts",
+        "CSFBufLinux",
+        "SFBufCore",
         "SFBufHost",
         "SFBufSim",
         "SFSendfile",
@@ -63,6 +76,7 @@ let package = Package(
         "CSQLite3",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+        .product(name: "SystemPackage", package: "swift-system"),
       ]
     ),
     .testTarget(name: "SFBufCoreTests", dependencies: ["SFBufCore", "SFBufTestSupport"]),

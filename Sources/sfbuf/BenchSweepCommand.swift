@@ -42,7 +42,10 @@ struct BenchSweepCommand: ParsableCommand {
   var json = false
   @Option(name: .customLong("json-file"), help: "Also write the JSON to this file.")
   var jsonFile: String?
-  @Option(help: "Where to write the SVG chart (default: sweep.svg beside --json-file, or here).")
+  @Option(
+    help: ArgumentHelp(
+      "Where to write the SVG chart (default: sweep.svg beside --json-file, or here).",
+      valueName: "file"))
   var svg: String?
   @Flag(name: .customLong("no-svg"), help: "Write no chart.")
   var noSVG = false

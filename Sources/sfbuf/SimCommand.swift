@@ -55,7 +55,10 @@ struct SimCommand: ParsableCommand {
   var faults: [String] = []
   @Flag(help: "Print JSON: {\"schema\": \"sfbuf-sim/2\", \"rows\": [one object per row]}.")
   var json = false
-  @Option(help: "Also write an SVG chart (IPIs per allocation against 1 to 64 CPUs) here.")
+  @Option(
+    help: ArgumentHelp(
+      "Also write an SVG chart (IPIs per allocation against 1 to 64 CPUs) here.",
+      valueName: "file"))
   var svg: String?
 
   /// The deliberate bugs `--fault` may name.
