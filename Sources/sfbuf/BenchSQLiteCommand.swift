@@ -185,35 +185,38 @@ struct SQLiteBenchReport: Codable {
         + "\(c.cacheSize)")
     for s in suites {
       print("\nsuite \(s.suite) (\(s.queries) queries)")
-      print(
-        padRight("way", 26) + padLeft("ms", 9) + padLeft("min", 9) + padLeft("max", 9)
-          + padLeft("hit rate", 10) + padLeft("mmap/q", 9) + padLeft("xRead fb", 10)
-          + padLeft("vs mmap=0", 11) + padLeft("vs mmap", 9))
+      var t = Table([
+        "way", "ms", "min", "max", "hit rate", "mmap/q", "xRead fb", "vs mmap=0", "vs mmap",
+      ])
       for w in s.ways {
-        print(
-          padRight(w.way, 26) + padLeft(fmt(w.msMedian, 0), 9) + padLeft(fmt(w.msMin, 0), 9)
-            + padLeft(fmt(w.msMax, 0), 9)
-            + padLeft(w.hitRate.map { fmt($0 * 100, 1) + "%" } ?? "-", 10)
-            + padLeft(w.mapCallsPerQuery.map { fmt($0, 2) } ?? "-", 9)
-            + padLeft(w.fallbacks.map { "\($0)" } ?? "-", 10)
-            + padLeft(w.vsMmapOff.map { fmt($0, 2) } ?? "-", 11)
-            + padLeft(w.vsMmapWhole.map { fmt($0, 2) } ?? "-", 9))
+        t.add(
+          [w.way, fmt(w.msMedian, 0), fmt(w.msMin, 0), fmt(w.msMax, 0)]
+            + Self.windowCells(w.hitRate, w.mapCallsPerQuery, w.fallbacks)
+            + [fmt(w.vsMmapOff, 2, missing: "-"), fmt(w.vsMmapWhole, 2, missing: "-")])
       }
+      t.print()
     }
     if !sweep.isEmpty {
       print("\nsweep: suite 1 (Zipf 0.99 lookups) by window size")
-      print(
-        padRight("way", 26) + padLeft("ms", 9) + padLeft("hit rate", 10) + padLeft("mmap/q", 9)
-          + padLeft("xRead fb", 10) + padLeft("vs mmap", 9))
+      var t = Table(["way", "ms", "hit rate", "mmap/q", "xRead fb", "vs mmap"])
       for p in sweep {
-        print(
-          padRight(p.way, 26) + padLeft(fmt(p.msMedian, 0), 9)
-            + padLeft(p.hitRate.map { fmt($0 * 100, 1) + "%" } ?? "-", 10)
-            + padLeft(p.mapCallsPerQuery.map { fmt($0, 2) } ?? "-", 9)
-            + padLeft(p.fallbacks.map { "\($0)" } ?? "-", 10)
-            + padLeft(p.vsMmapWhole.map { fmt($0, 2) } ?? "-", 9))
+        t.add(
+          [p.way, fmt(p.msMedian, 0)]
+            + Self.windowCells(p.hitRate, p.mapCallsPerQuery, p.fallbacks)
+            + [fmt(p.vsMmapWhole, 2, missing: "-")])
       }
+      t.print()
     }
+  }
+
+  /// The window's figures of a row, "-" where they do not apply (the default VFS).
+  static func windowCells(_ hitRate: Double?, _ mapCalls: Double?, _ fallbacks: Int?)
+    -> [String]
+  {
+    [
+      hitRate.map { fmt($0 * 100, 1) + "%" } ?? "-", fmt(mapCalls, 2, missing: "-"),
+      fallbacks.map { "\($0)" } ?? "-",
+    ]
   }
 }
 

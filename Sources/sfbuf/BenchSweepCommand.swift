@@ -211,28 +211,29 @@ final class Sweep {
       "sfbuf bench sweep: window of \(bench.nsfbufs) slots, batch \(bench.batch), uniform"
         + " random pages over W = 1x..64x the window, \(bench.trialCount) trials per point,"
         + " \(sfbCPUs()) CPUs")
-    print(
-      padRight("thr", 4) + padLeft("W", 8) + padLeft("pages", 7) + padLeft("hit% f", 8)
-        + padLeft("hit% b", 8) + padLeft("direct", 8) + padLeft("pread", 8)
-        + padLeft("faithful", 10) + padLeft("batched", 9) + padLeft("f/pread", 9)
-        + padLeft("b/pread", 9))
+    var table = Table(
+      [
+        "thr", "W", "pages", "hit% f", "hit% b", "direct", "pread", "faithful", "batched",
+        "f/pread", "b/pread",
+      ])
     for t in threads {
       for factor in factors {
         let row = r.points.filter { $0.threads == t && $0.factor == factor }
         func p(_ m: String) -> SweepReport.Point { row.first { $0.method == m }! }
-        print(
-          padRight(String(t), 4) + padLeft(chartNumber(factor, digits: 4) + "x", 8)
-            + padLeft(String(pages(factor)), 7)
-            + padLeft(fmt((p("faithful").hitRate ?? .nan) * 100, 1), 8)
-            + padLeft(fmt((p("batched").hitRate ?? .nan) * 100, 1), 8)
-            + padLeft(fmt(p("direct").nsPerPage.median ?? .nan, 0), 8)
-            + padLeft(fmt(p("pread").nsPerPage.median ?? .nan, 0), 8)
-            + padLeft(fmt(p("faithful").nsPerPage.median ?? .nan, 0), 10)
-            + padLeft(fmt(p("batched").nsPerPage.median ?? .nan, 0), 9)
-            + padLeft(fmt(p("faithful").vsPread ?? .nan, 2), 9)
-            + padLeft(fmt(p("batched").vsPread ?? .nan, 2), 9))
+        table.add([
+          String(t), chartNumber(factor, digits: 4) + "x", String(pages(factor)),
+          fmt(p("faithful").hitRate.map { $0 * 100 }, 1, missing: "n/a"),
+          fmt(p("batched").hitRate.map { $0 * 100 }, 1, missing: "n/a"),
+          fmt(p("direct").nsPerPage.median, 0, missing: "n/a"),
+          fmt(p("pread").nsPerPage.median, 0, missing: "n/a"),
+          fmt(p("faithful").nsPerPage.median, 0, missing: "n/a"),
+          fmt(p("batched").nsPerPage.median, 0, missing: "n/a"),
+          fmt(p("faithful").vsPread, 2, missing: "n/a"),
+          fmt(p("batched").vsPread, 2, missing: "n/a"),
+        ])
       }
     }
+    table.print()
     print("ns per page: median of the trials (per thread with 2 threads).")
     for c in r.crossovers {
       print("\(c.threads) thread\(c.threads == 1 ? "" : "s"), \(c.method): " + crossoverText(c))
@@ -375,6 +376,3 @@ struct SweepReport: Encodable {
     }
   }
 }
-
-/// `x`, or nil when it is not finite (JSON has no NaN).
-func finite(_ x: Double) -> Double? { x.isFinite ? x : nil }

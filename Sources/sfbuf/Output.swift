@@ -94,14 +94,3 @@ struct Figure<Value: Encodable>: Encodable {
     }
   }
 }
-
-/// `s` followed by spaces up to `width` characters (for the few tables still aligned by
-/// hand: `bench sqlite`, `bench sweep`).
-func padRight(_ s: String, _ width: Int) -> String {
-  s + String(repeating: " ", count: max(0, width - s.count))
-}
-
-/// `s` preceded by spaces up to `width` characters.
-func padLeft(_ s: String, _ width: Int) -> String {
-  String(repeating: " ", count: max(0, width - s.count)) + s
-}
