@@ -56,7 +56,7 @@ struct PerfStressTests {
           completed.with { $0 += ops }
         })
     }
-    for t in threads { t.join() }
+    TestThread.join(threads, within: 60, "for the 6 threads to end (they stop after 4 s)")
     for sf in kept { pool.sf_buf_free(sf) }
     #expect(wrong.get == 0)
     #expect(completed.get > 1000)
@@ -93,7 +93,7 @@ struct PerfStressTests {
     }
     usleep(1_500_000)
     done.with { $0 = true }
-    for t in threads { t.join() }
+    TestThread.join(threads, within: 60, "for the 4 threads to end once told to")
     let s = pool.stats
     #expect(s.nsfbufsused == 0 && s.misses == 2 && s.remaps == 2)
     #expect(pool.window!.freeList().sorted() == [0, 1])

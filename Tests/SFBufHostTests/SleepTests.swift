@@ -31,15 +31,14 @@ struct SleepTests {
         result.with { $0 = error }
       }
     }
-    #expect(waitUntil { pool.window!.sleepers == 1 })
+    waitUntil("the thread to sleep for a slot") { pool.window!.sleepers == 1 }
     // Signal until the sleeper gives up: the first signal may land before it reaches the
     // futex, which then does not see it, exactly as a kernel sleep would not.
-    #expect(
-      waitUntil {
-        t.signal(SIGUSR1)
-        return t.isDone
-      })
-    t.join()
+    waitUntil("signals to interrupt the sleep") {
+      t.signal(SIGUSR1)
+      return t.isDone
+    }
+    t.join(within: 30, "for the interrupted thread to return")
     #expect(result.get == .interrupted)
     let s = pool.stats
     #expect(s.sf_allocwait >= 1 && s.sf_allocfail == 1 && s.nsfbufsused == 1)
@@ -58,7 +57,7 @@ struct SleepTests {
       let b = try! pool.allocate(o.page(1))
       got.with { $0 = readTag(b) }
     }
-    #expect(waitUntil { pool.window!.sleepers == 1 })
+    waitUntil("the thread to sleep for a slot") { pool.window!.sleepers == 1 }
     for _ in 0..<20 {
       t.signal(SIGUSR1)
       usleep(2000)
@@ -66,8 +65,7 @@ struct SleepTests {
     #expect(!t.isDone)
     #expect(pool.window!.sleepers == 1)
     pool.sf_buf_free(held)
-    #expect(waitUntil { t.isDone })
-    t.join()
+    t.join(within: 30, "for the sleeper to be woken by the free and return")
     #expect(got.get == tag(o, 1))
     #expect(pool.stats.sf_allocfail == 0 && pool.stats.nsfbufsused == 0)
   }
@@ -79,10 +77,10 @@ struct SleepTests {
       let b = try await pool.allocate(o.page(1), flags: .interruptible)
       return readTag(b)
     }
-    #expect(await waitUntilAsync { pool.window!.sleepers == 1 })
+    await waitUntilAsync("the task to sleep for a slot") { pool.window!.sleepers == 1 }
     task.cancel()
-    let r = await task.result
-    #expect(throws: SFBufError.interrupted) { try r.get() }
+    let r = await result(of: task, within: 30, "the cancelled allocation to return")
+    #expect(throws: SFBufError.interrupted) { try r?.get() }
     #expect(pool.window!.sleepers == 0 && pool.stats.sf_allocfail == 1)
     pool.sf_buf_free(held)
   }
@@ -95,12 +93,13 @@ struct SleepTests {
       let b = try await pool.allocate(o.page(1))
       return readTag(b)
     }
-    #expect(await waitUntilAsync { pool.window!.sleepers == 1 })
+    await waitUntilAsync("the task to sleep for a slot") { pool.window!.sleepers == 1 }
     task.cancel()
     usleep(50_000)
     #expect(pool.window!.sleepers == 1)
     pool.sf_buf_free(held)
-    #expect(try await task.value == tag(o, 1))
+    let r = await result(of: task, within: 30, "the sleeping task to be woken by the free")
+    #expect(try r?.get() == tag(o, 1))
   }
 
   @Test(
@@ -130,12 +129,12 @@ struct SleepTests {
             b.free()
           })
       }
-      #expect(await waitUntilAsync { pool.window!.sleepers == before + 1 })
+      await waitUntilAsync("sleeper \(i) to sleep") { pool.window!.sleepers == before + 1 }
     }
     pool.sf_buf_free(held)
-    #expect(await waitUntilAsync { order.get.count == 6 })
-    for t in threads { t.join() }
-    for t in tasks { await t.value }
+    await waitUntilAsync("the six sleepers to be served", seconds: 30) { order.get.count == 6 }
+    TestThread.join(threads, within: 30, "for the sleeping threads to be served")
+    for t in tasks { _ = await result(of: t, within: 30, "a sleeping task to be served") }
     #expect(order.get == [1, 2, 3, 4, 5, 6])
     let s = pool.stats
     #expect(s.sf_allocwait == 6 && s.nsfbufsused == 0)
@@ -158,19 +157,21 @@ struct SleepTests {
           let buf = try! pool.allocate(o.page(3))
           precondition(readTag(buf) == tag(o, 3))
           slots.with { $0.append(buf.slot!) }
-          while !release.get { usleep(500) }
+          let deadline = monotonic() + 120
+          while !release.get && monotonic() < deadline { usleep(500) }
         })
-      #expect(waitUntil { pool.window!.sleepers == n })
+      waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
     }
     // Free both slots at once: both sleepers wake; the second must find the first's mapping.
     pool.sf_buf_free(a)
     pool.sf_buf_free(b)
-    #expect(waitUntil { slots.get.count == 2 })
-    #expect(slots.get[0] == slots.get[1])
-    #expect(pool.window!.references(ofSlot: slots.get[0]) == 2)
-    #expect(pool.window!.checkInvariants() == nil)
+    if waitUntil("both sleepers to be woken and map page 3", { slots.get.count == 2 }) {
+      #expect(slots.get[0] == slots.get[1])
+      #expect(pool.window!.references(ofSlot: slots.get[0]) == 2)
+      #expect(pool.window!.checkInvariants() == nil)
+    }
     release.with { $0 = true }
-    for t in threads { t.join() }
+    TestThread.join(threads, within: 30, "for the woken sleepers to free and end")
     let s = pool.stats
     #expect(s.remaps == 3 && s.hits == 1 && s.nsfbufsused == 0)
   }

@@ -51,7 +51,7 @@ struct StressTests {
           completed.with { $0 += ops }
         })
     }
-    for t in threads { t.join() }
+    TestThread.join(threads, within: 60, "for the 6 threads to end (they stop after 10 s)")
     #expect(wrong.get == 0)
     #expect(completed.get > 1000)
     let s = pool.stats
@@ -97,10 +97,10 @@ struct StressTests {
           }
         })
     }
-    #expect(waitUntil { mapped.get >= 500 })
+    waitUntil("500 mappings before the close", seconds: 30) { mapped.get >= 500 }
     o.close()
     let intruders = try (0..<4).map { _ in try taggedAnonymous(pages: 256) }
-    for t in threads { t.join() }
+    TestThread.join(threads, within: 60, "for the mapping threads to end (they stop after 10 s)")
     #expect(wrong.get == 0)
     #expect(refused.get > 0, "misses after the close are refused with EBADF")
     #expect(pool.stats.nsfbufsused == 0)

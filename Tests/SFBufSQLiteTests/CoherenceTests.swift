@@ -174,7 +174,7 @@ struct CoherenceTests {
       #expect(bad == "", "torn: \(bad)")
       reads += 1
     }
-    writer.join()
+    writer.join(within: 60, "for the writing sqlite3 process (bounded to 120 s itself) to end")
     #expect(monotonic() < deadline, "the writer finished within 150 s")
     #expect(reads > 0)
     #expect(try m.value("SELECT count(*) FROM log WHERE payload LIKE 'w%'") == "400")
@@ -208,7 +208,7 @@ struct CoherenceTests {
         c.close()
       }
     }
-    for t in threads { t.join() }
+    TestThread.join(threads, within: 120, "for the two connections' threads to run the suite")
     #expect(failures.get == 0, "every run on both connections matched the default VFS")
     let pool = SFBufSQLite.pool(for: config)!
     #expect(pool.stats.hits > 0)

@@ -41,10 +41,8 @@ struct ConcurrencyTests {
           results.with { $0[i] = result }
         })
     }
-    let finished = waitUntil(seconds: 60) { senders.allSatisfy(\.isDone) }
-    #expect(finished, "senders still running after 60 s: deadlock")
-    if !finished { for t in senders { t.signal(SIGUSR1) } }
-    for t in senders { t.join() }
+    // Senders still running then (a deadlock, or a lost wake-up) are interrupted.
+    TestThread.join(senders, within: 60, "for the senders to finish")
     for (i, reader) in readers.enumerated() {
       let f = Self.files[i]
       #expect(try results.get[i]?.get() == 1 + f.bytes.count - i)

@@ -122,6 +122,21 @@ func expectClean(
   #expect(wired.isEmpty, "pages still wired: \(wired.prefix(8))", sourceLocation: sourceLocation)
 }
 
+// MARK: Bounded calls
+
+/// Calls `send` (a sendfile call that may sleep for a slot of a window) on a thread of its
+/// own and waits at most `seconds` for it, so that a sleep nobody ends (a lost wake-up)
+/// fails the test naming `what` instead of holding one of the few threads that run every
+/// test. Returns what `send` returned, or nil when it has not returned in time. (A closure
+/// that must throw `SendfileError` says so: `{ () throws(SendfileError) -> Int in … }`.)
+func sendBounded<E: Error>(
+  _ what: String = "sendfile to return", seconds: Double = 120,
+  sourceLocation: SourceLocation = #_sourceLocation,
+  _ send: @escaping @Sendable () throws(E) -> Int
+) throws(E) -> Int? {
+  try onThread(what, seconds: seconds, sourceLocation: sourceLocation, send)
+}
+
 // MARK: Peers
 
 /// A connected pair over loopback TCP: `sender` (ours) and `receiver`, with timeouts so
@@ -179,9 +194,14 @@ final class Reader: @unchecked Sendable {
     }
   }
 
-  /// Waits for the end and returns what was read.
-  func join() -> [UInt8] {
-    thread.join()
+  /// Waits at most `seconds` for the end of the stream and returns what was read (nothing,
+  /// when the reader is still reading then: the failure names it).
+  func join(within seconds: Double = 120, sourceLocation: SourceLocation = #_sourceLocation)
+    -> [UInt8]
+  {
+    thread.join(
+      within: seconds, "for the test's reader to read to the end of the stream",
+      sourceLocation: sourceLocation)
     return box.get
   }
 }

@@ -30,9 +30,12 @@ struct InteropTests {
     let peer = try Peer(["socat", "-u", "TCP:127.0.0.1:\(listener.port)", "CREATE:\(out)"])
     let socket = try listener.accept(timeout: .seconds(10))
     try socket.setTimeouts(send: .seconds(30))
-    let n = try sendfile(
-      object, to: socket, offset: offset, count: count, headers: headers.isEmpty ? [] : [headers],
-      trailers: trailers.isEmpty ? [] : [trailers], pool: pool)
+    let n = try sendBounded("sendfile to socat") {
+      try sendfile(
+        object, to: socket, offset: offset, count: count,
+        headers: headers.isEmpty ? [] : [headers], trailers: trailers.isEmpty ? [] : [trailers],
+        pool: pool)
+    }
     socket.close()
     #expect(peer.wait() == 0)
     let want = expected(f, offset: offset, count: count, headers: headers, trailers: trailers)
@@ -102,7 +105,9 @@ struct InteropTests {
     let receiver = try Peer(["nc", "-d", "127.0.0.1", "\(listener.port)"], stdout: out)
     let socket = try listener.accept(timeout: .seconds(10))
     try socket.setTimeouts(send: .seconds(30))
-    let n = try sendfile(object, to: socket, offset: 5, headers: [[1, 2, 3]], pool: pool)
+    let n = try sendBounded("sendfile to nc") {
+      try sendfile(object, to: socket, offset: 5, headers: [[1, 2, 3]], pool: pool)
+    }
     socket.close()
     #expect(receiver.wait() == 0)
     #expect(n == 3 + f.bytes.count - 5)

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Mutation checks of the test suite: plant a known bug in a copy of the tree, run the tests
+# that must catch it, and pass only if they FAIL, and in bounded time (a suite that hangs on
+# the bug has not caught it).
+#
+#   scripts/mutants.sh lost-wakeup                 # host and sendfile tests, 600 s bound
+#   scripts/mutants.sh lost-wakeup --bound 300 --filter 'SFBufHostTests'
+#
+# Mutants:
+#   lost-wakeup  The last-reference free (dropReferenceLocked in
+#                Sources/SFBufCore/SFBufAllocator+parts.swift) no longer calls wakeWaiters():
+#                a sleeper for a slot is never woken by the free that makes one. The core
+#                tests trap on it at once; this runs the host and sendfile tests, whose waits
+#                must all be bounded and fail naming what they waited for.
+#
+# The copy lives in .build-mutants/<mutant>/tree (tracked and untracked files, not .build);
+# only files whose contents changed are copied again, so a second run builds incrementally.
+# The build is not counted in the bound; the test run is, under `timeout`.
+#
+# Not in CI: a debug build of the copy takes some minutes from cold on the 2-core VM, and the
+# run itself waits out each test's bounds (see the run time it prints). Its last measured
+# run: see the README's section on the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+  echo "usage: scripts/mutants.sh lost-wakeup [--bound SECONDS] [--filter REGEX]" >&2
+  exit 2
+}
+mutant=${1:-}
+[ -n "$mutant" ] || usage
+shift
+bound=600
+filter='SFBufHostTests|SFSendfileTests'
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bound) bound=${2:?}; shift 2 ;;
+    --filter) filter=${2:?}; shift 2 ;;
+    *) usage ;;
+  esac
+done
+
+root=$PWD
+work=$root/.build-mutants/$mutant
+tree=$work/tree
+mkdir -p "$tree"
+
+# Copies the working tree's files into $tree, leaving unchanged files (and their times) alone
+# and removing files that are gone.
+sync_tree() {
+  local list=$work/files
+  git ls-files -co --exclude-standard | grep -v '^\.build' | sort >"$list"
+  while IFS= read -r f; do
+    [ -f "$f" ] || continue
+    if ! cmp -s "$f" "$tree/$f" 2>/dev/null; then
+      mkdir -p "$tree/$(dirname "$f")"
+      cp -p "$f" "$tree/$f"
+    fi
+  done <"$list"
+  (cd "$tree" && find . -path ./.build -prune -o -type f -print | sed 's|^\./||' | sort) |
+    comm -23 - "$list" | while IFS= read -r f; do rm -f "$tree/$f"; done
+}
+
+# Writes `file` with `new` contents only when they differ (an unchanged file is not rebuilt).
+put() {
+  local file=$1 new=$2
+  cmp -s "$new" "$file" || cp "$new" "$file"
+  rm -f "$new"
+}
+
+apply_lost_wakeup() {
+  local file=Sources/SFBufCore/SFBufAllocator+parts.swift
+  # The original, not the copy (which may hold the mutant of the previous run).
+  awk '
+    /func dropReferenceLocked\(/ { inside = 1 }
+    inside && /^  }$/ { inside = 0 }
+    inside && /^[[:space:]]*wakeWaiters\(\)[[:space:]]*$/ { removed++; next }
+    { print }
+    END { if (removed != 1) exit 3 }
+  ' "$root/$file" >"$tree/$file.new" || {
+    echo "mutants.sh: lost-wakeup does not apply: no single wakeWaiters() call in" \
+      "dropReferenceLocked in $file (the code moved; update the mutant)" >&2
+    rm -f "$tree/$file.new"
+    exit 2
+  }
+  put "$tree/$file" "$tree/$file.new"
+  echo "mutant lost-wakeup: removed the wakeWaiters() call of dropReferenceLocked in $file"
+}
+
+case "$mutant" in
+  lost-wakeup) ;;
+  *) echo "unknown mutant '$mutant' (lost-wakeup)" >&2; exit 2 ;;
+esac
+
+sync_tree
+apply_lost_wakeup
+cd "$tree"
+echo "building the mutant in $tree (log: $work/build.log)"
+if ! swift build --build-tests >"$work/build.log" 2>&1; then
+  tail -40 "$work/build.log"
+  echo "mutants.sh: the mutant did not build" >&2
+  exit 2
+fi
+
+# The test binary itself rather than `swift test`, which starts it in a process group of
+# its own that `timeout` would not reach; line-buffered, so that the log shows how far a
+# run that was stopped had got.
+tests=$(swift build --show-bin-path)/sfbufPackageTests.xctest
+log=$work/test.log
+echo "running the tests matching '$filter' under the mutant, bounded to $bound s (log: $log)"
+start=$(date +%s)
+set +e
+timeout -k 15 "$bound" stdbuf -oL -eL "$tests" --testing-library swift-testing \
+  --filter "$filter" >"$log" 2>&1
+status=$?
+set -e
+elapsed=$(($(date +%s) - start))
+failed=$(grep -E '✘ Test .* (failed|recorded)' "$log" | sed -E 's/^.*✘ Test //' | sort -u || true)
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  echo "mutants.sh: NOT CAUGHT: lost-wakeup: the tests were still running after $bound s" \
+    "(something waits without a bound); see $log" >&2
+  exit 1
+fi
+if [ "$status" -eq 0 ]; then
+  echo "mutants.sh: NOT CAUGHT: lost-wakeup: the tests passed in $elapsed s" >&2
+  exit 1
+fi
+echo "$failed" | sed 's/^/  caught by: /'
+grep -oE 'gave up after [0-9.]+ s waiting [^"]*' "$log" | sort | uniq -c | sed 's/^/  /' || true
+echo "mutant lost-wakeup caught: the tests failed (status $status) in $elapsed s (bound $bound s)"
