@@ -115,7 +115,9 @@ timeout -k 15 "$bound" stdbuf -oL -eL "$tests" --testing-library swift-testing \
 status=$?
 set -e
 elapsed=$(($(date +%s) - start))
-failed=$(grep -E '✘ Test .* (failed|recorded)' "$log" | sed -E 's/^.*✘ Test //' | sort -u || true)
+# The tests that failed, one line each (their issues are in the log).
+failed=$(grep -E '^✘ Test "[^"]*"( with [0-9]+ test cases)? failed' "$log" |
+  sed -E 's/^✘ Test //' || true)
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
   echo "mutants.sh: NOT CAUGHT: lost-wakeup: the tests were still running after $bound s" \
     "(something waits without a bound); see $log" >&2
@@ -126,5 +128,6 @@ if [ "$status" -eq 0 ]; then
   exit 1
 fi
 echo "$failed" | sed 's/^/  caught by: /'
-grep -oE 'gave up after [0-9.]+ s waiting [^"]*' "$log" | sort | uniq -c | sed 's/^/  /' || true
+echo "  the waits that gave up:"
+grep -oE 'gave up after [0-9.]+ s waiting .*' "$log" | sort | uniq -c | sed 's/^/  /' || true
 echo "mutant lost-wakeup caught: the tests failed (status $status) in $elapsed s (bound $bound s)"

@@ -56,7 +56,7 @@ struct PerfStressTests {
           completed.with { $0 += ops }
         })
     }
-    TestThread.join(threads, within: 60, "for the 6 threads to end (they stop after 4 s)")
+    TestThread.join(threads, within: 35, "for the 6 threads to end (they stop after 4 s)")
     for sf in kept { pool.sf_buf_free(sf) }
     #expect(wrong.get == 0)
     #expect(completed.get > 1000)

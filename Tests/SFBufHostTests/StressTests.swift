@@ -51,7 +51,7 @@ struct StressTests {
           completed.with { $0 += ops }
         })
     }
-    TestThread.join(threads, within: 60, "for the 6 threads to end (they stop after 10 s)")
+    TestThread.join(threads, within: 40, "for the 6 threads to end (they stop after 10 s)")
     #expect(wrong.get == 0)
     #expect(completed.get > 1000)
     let s = pool.stats
@@ -100,7 +100,8 @@ struct StressTests {
     waitUntil("500 mappings before the close", seconds: 30) { mapped.get >= 500 }
     o.close()
     let intruders = try (0..<4).map { _ in try taggedAnonymous(pages: 256) }
-    TestThread.join(threads, within: 60, "for the mapping threads to end (they stop after 10 s)")
+    TestThread.join(
+      threads, within: 40, "for the mapping threads to end (they stop after 10 s)")
     #expect(wrong.get == 0)
     #expect(refused.get > 0, "misses after the close are refused with EBADF")
     #expect(pool.stats.nsfbufsused == 0)

@@ -269,9 +269,21 @@ public func result<T: Sendable, E: Error>(
 /// cooperative pool; returns whether it did. Records nothing (prefer
 /// ``waitUntilAsync(_:seconds:sourceLocation:_:)``).
 public func waitUntilAsync(seconds: Double = 10, _ cond: () -> Bool) async -> Bool {
-  let deadline = monotonic() + bound(seconds).seconds
-  while monotonic() < deadline {
+  await pollAsync(seconds: bound(seconds).seconds, cond)
+}
+
+/// Polls `cond` about every millisecond until it holds (true), or until `seconds` have
+/// passed and it has been polled at least 50 times per second of the bound (false). The
+/// count keeps a starved wait from giving up: the tasks of a test share the cooperative
+/// pool's few threads with the other tests, and under a sanitizer's slowdown a task can
+/// wait seconds for one, as long as the task it waits for.
+func pollAsync(seconds: Double, _ cond: () -> Bool) async -> Bool {
+  let deadline = monotonic() + seconds
+  let polls = Int(seconds * 50)
+  var n = 0
+  while n < polls || monotonic() < deadline {
     if cond() { return true }
+    n += 1
     try? await Task.sleep(nanoseconds: 1_000_000)
   }
   return cond()
@@ -286,12 +298,7 @@ public func waitUntilAsync(
   _ cond: () -> Bool
 ) async -> Bool {
   let (seconds, shortened) = bound(seconds)
-  let deadline = monotonic() + seconds
-  while monotonic() < deadline {
-    if cond() { return true }
-    try? await Task.sleep(nanoseconds: 1_000_000)
-  }
-  if cond() { return true }
+  if await pollAsync(seconds: seconds, cond) { return true }
   gaveUp(after: seconds, shortened: shortened, "for \(what)", sourceLocation: sourceLocation)
   return false
 }
