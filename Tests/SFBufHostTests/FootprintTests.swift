@@ -11,7 +11,11 @@ import Testing
 /// fixed cost of a pool; the granularity of the measurement is one 4 KiB page.
 @Suite("Window footprint")
 struct FootprintTests {
-  @Test("a window costs at most 64 bytes of resident memory per slot (in a child process)")
+  @Test(
+    "a window costs at most 64 bytes of resident memory per slot (in a child process)",
+    .enabled(
+      if: sanitizer != "address",
+      "AddressSanitizer's shadow memory and redzones count in the resident memory measured"))
   func bytesPerSlot() async throws {
     await #expect(processExitsWith: .success) {
       let perSlot = marginalBytesPerSlot()

@@ -148,7 +148,13 @@ enum Shell {
     var pid = pid_t()
     let args = argv.map { strdup($0) } + [nil]
     defer { for a in args { free(a) } }
-    let r = posix_spawn(&pid, argv[0], &actions, nil, args, environ)
+    // Under a sanitizer the extension is instrumented and needs the sanitizer's runtime,
+    // which the stock shell does not have: preload it.
+    var env = environment()
+    if let runtime = sanitizerRuntime { env.append("LD_PRELOAD=\(runtime)") }
+    let envp = env.map { strdup($0) } + [nil]
+    defer { for e in envp { free(e) } }
+    let r = posix_spawn(&pid, argv[0], &actions, nil, args, envp)
     guard r == 0 else { throw SQLiteError(description: "posix_spawn \(argv[0]): \(r)") }
     let deadline = monotonic() + timeout
     var status: Int32 = 0
@@ -171,6 +177,17 @@ enum Shell {
   }
 
   static let counter = Shared(0)
+
+  /// This process's environment, as `NAME=value` strings.
+  static func environment() -> [String] {
+    var out: [String] = []
+    var e = environ
+    while let p = e.pointee {
+      out.append(String(cString: p))
+      e += 1
+    }
+    return out
+  }
 }
 
 /// The whole of a file, as text.

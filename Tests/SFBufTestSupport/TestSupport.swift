@@ -311,3 +311,47 @@ public func makeTempPath(_ prefix: String) -> String {
   close(fd)
   return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
+
+// MARK: Sanitizers
+
+/// The sanitizer this process runs under ("address", "thread"), or nil.
+public let sanitizer: String? = {
+  let all = UnsafeMutableRawPointer(bitPattern: 0)  // RTLD_DEFAULT
+  if dlsym(all, "__asan_init") != nil { return "address" }
+  if dlsym(all, "__tsan_init") != nil { return "thread" }
+  return nil
+}()
+
+/// The shared runtime of ``sanitizer`` in the toolchain that built this process
+/// (`…/usr/lib/clang/<version>/lib/linux/libclang_rt.<asan|tsan>-x86_64.so`), for
+/// `LD_PRELOAD` into a program that is not instrumented but loads a library that is (the
+/// stock `sqlite3` shell loading the extension); nil when not under a sanitizer or not found.
+public let sanitizerRuntime: String? = {
+  guard let kind = sanitizer else { return nil }
+  let name = "libclang_rt.\(kind == "address" ? "asan" : "tsan")-x86_64.so"
+  // The toolchain: where the Swift runtime library this process maps lies
+  // (…/usr/lib/swift/linux/libswiftCore.so, in /proc/self/maps).
+  guard let maps = fopen("/proc/self/maps", "r") else { return nil }
+  defer { fclose(maps) }
+  var line = [CChar](repeating: 0, count: 4096)
+  var core: String? = nil
+  while core == nil, fgets(&line, Int32(line.count), maps) != nil {
+    let text = String(
+      decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    if let slash = text.firstIndex(of: "/"), text.contains("/libswiftCore.so") {
+      core = String(text[slash...].prefix { $0 != "\n" })
+    }
+  }
+  guard let core, let r = core.firstRange(of: "/lib/swift/") else { return nil }
+  let clang = String(core[..<r.lowerBound]) + "/lib/clang"
+  guard let dir = opendir(clang) else { return nil }
+  defer { closedir(dir) }
+  while let e = readdir(dir) {
+    let version = withUnsafeBytes(of: e.pointee.d_name) {
+      String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+    }
+    let path = "\(clang)/\(version)/lib/linux/\(name)"
+    if !version.hasPrefix("."), access(path, R_OK) == 0 { return path }
+  }
+  return nil
+}()
