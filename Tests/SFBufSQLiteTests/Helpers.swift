@@ -151,7 +151,7 @@ enum Shell {
     // Under a sanitizer the extension is instrumented and needs the sanitizer's runtime,
     // which the stock shell does not have: preload it.
     var env = environment()
-    if let runtime = sanitizerRuntime { env.append("LD_PRELOAD=\(runtime)") }
+    if let preload = sanitizerPreload { env.append("LD_PRELOAD=\(preload)") }
     let envp = env.map { strdup($0) } + [nil]
     defer { for e in envp { free(e) } }
     let r = posix_spawn(&pid, argv[0], &actions, nil, args, envp)

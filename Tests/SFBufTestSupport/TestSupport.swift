@@ -322,11 +322,13 @@ public let sanitizer: String? = {
   return nil
 }()
 
-/// The shared runtime of ``sanitizer`` in the toolchain that built this process
-/// (`…/usr/lib/clang/<version>/lib/linux/libclang_rt.<asan|tsan>-x86_64.so`), for
-/// `LD_PRELOAD` into a program that is not instrumented but loads a library that is (the
-/// stock `sqlite3` shell loading the extension); nil when not under a sanitizer or not found.
-public let sanitizerRuntime: String? = {
+/// What to `LD_PRELOAD` into a program that is not instrumented but loads a library that
+/// is (the stock `sqlite3` shell loading the extension), when this process runs under a
+/// sanitizer: the sanitizer's shared runtime from the toolchain that built this process
+/// (`…/usr/lib/clang/<version>/lib/linux/libclang_rt.<asan|tsan>-x86_64.so`) and, for
+/// ThreadSanitizer, whose runtime intercepts libdispatch, the toolchain's libdispatch.
+/// Nil when not under a sanitizer or not found.
+public let sanitizerPreload: String? = {
   guard let kind = sanitizer else { return nil }
   let name = "libclang_rt.\(kind == "address" ? "asan" : "tsan")-x86_64.so"
   // The toolchain: where the Swift runtime library this process maps lies
@@ -343,15 +345,16 @@ public let sanitizerRuntime: String? = {
     }
   }
   guard let core, let r = core.firstRange(of: "/lib/swift/") else { return nil }
-  let clang = String(core[..<r.lowerBound]) + "/lib/clang"
-  guard let dir = opendir(clang) else { return nil }
+  let lib = String(core[..<r.lowerBound]) + "/lib"
+  guard let dir = opendir(lib + "/clang") else { return nil }
   defer { closedir(dir) }
   while let e = readdir(dir) {
     let version = withUnsafeBytes(of: e.pointee.d_name) {
       String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
     }
-    let path = "\(clang)/\(version)/lib/linux/\(name)"
-    if !version.hasPrefix("."), access(path, R_OK) == 0 { return path }
+    let path = "\(lib)/clang/\(version)/lib/linux/\(name)"
+    guard !version.hasPrefix("."), access(path, R_OK) == 0 else { continue }
+    return kind == "thread" ? "\(path) \(lib)/swift/linux/libdispatch.so" : path
   }
   return nil
 }()
