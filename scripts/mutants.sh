@@ -17,9 +17,12 @@
 # only files whose contents changed are copied again, so a second run builds incrementally.
 # The build is not counted in the bound; the test run is, under `timeout`.
 #
-# Not in CI: a debug build of the copy takes some minutes from cold on the 2-core VM, and the
-# run itself waits out each test's bounds (see the run time it prints). Its last measured
-# run: see the README's section on the test suite.
+# CI runs it after scripts/test.sh (.ci/run). Measured on the 2-core VM: the debug build of
+# the copy about 1 min; the host and sendfile tests under the mutant failed after 311 s (9
+# tests caught it; each wait that gave up is listed with what it waited for). A test whose
+# wait has given up once gives its later waits 2 s, so that a test fails within about one
+# of its bounds; the tests that run synchronously hold one of the cooperative pool's few
+# threads while they wait, which is most of the run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,8 +113,9 @@ log=$work/test.log
 echo "running the tests matching '$filter' under the mutant, bounded to $bound s (log: $log)"
 start=$(date +%s)
 set +e
+# (BoundedWaitTests feed the waits hangs of their own: not about the mutant.)
 timeout -k 15 "$bound" stdbuf -oL -eL "$tests" --testing-library swift-testing \
-  --filter "$filter" >"$log" 2>&1
+  --filter "$filter" --skip BoundedWaitTests >"$log" 2>&1
 status=$?
 set -e
 elapsed=$(($(date +%s) - start))
