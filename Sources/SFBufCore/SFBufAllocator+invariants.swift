@@ -52,11 +52,11 @@ extension SFBufAllocator {
       if refs == 0 && !onFree[i] { return "slot \(i) has no reference but is not free" }
       if refs > 0 && onFree[i] { return "slot \(i) has \(refs) references but is free" }
       if refs > 0 { used += 1 }
-      if refs > 0 && line(i).pointee.page == nil { return "slot \(i) is in use but maps no page" }
+      if refs > 0 && state(i).pointee.page == nil { return "slot \(i) is in use but maps no page" }
       if word & SlotLine.mapping != 0 {
         mapping += 1
         if refs != 1 { return "slot \(i) is being mapped but has \(refs) references" }
-      } else if line(i).pointee.mappingWaiters != nil {
+      } else if state(i).pointee.mappingWaiters != nil {
         return "allocations wait for slot \(i)'s mapping, but nobody maps it"
       }
     }
@@ -77,7 +77,7 @@ extension SFBufAllocator {
         if s >= n || steps > n { return "hash chain of bucket \(b) is corrupt" }
         if inHash[s] { return "slot \(s) is in the hash twice" }
         inHash[s] = true
-        guard let p = line(s).pointee.page else {
+        guard let p = state(s).pointee.page else {
           return "slot \(s) is hashed but maps no page"
         }
         if bucket(p.hashKey) != b {
@@ -89,9 +89,9 @@ extension SFBufAllocator {
         s = line(s).pointee.nextSlot
       }
     }
-    for i in 0..<n where line(i).pointee.page != nil {
+    for i in 0..<n where state(i).pointee.page != nil {
       if !inHash[i] { return "slot \(i) maps a page but is not in the hash" }
-      if lookup(line(i).pointee.page!) != i {
+      if lookup(state(i).pointee.page!) != i {
         return "slot \(i)'s page is mapped by another slot too"
       }
     }
@@ -130,9 +130,9 @@ extension SFBufAllocator {
     defer { machine.unlock() }
     switch c {
     case .duplicatePage(let a, let b):
-      if line(b).pointee.page != nil { unhash(b) }
-      line(b).pointee.page = line(a).pointee.page
-      hash(b, key: line(a).pointee.page!.hashKey)
+      if state(b).pointee.page != nil { unhash(b) }
+      state(b).pointee.page = state(a).pointee.page
+      hash(b, key: state(a).pointee.page!.hashKey)
     case .leakFreeSlot(let s):
       removeFree(s)
     case .miscountUsed:

@@ -18,13 +18,27 @@ import Synchronization
 }
 
 extension SFBufAllocator {
-  /// Slot `s`'s line.
+  /// Slot `s`'s words, at the start of its line.
   @inlinable func line(_ s: Int) -> UnsafeMutablePointer<Slot> {
     (storage.lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
   }
 
+  /// Slot `s`'s locked state, after its words in its line.
+  @inlinable func state(_ s: Int) -> UnsafeMutablePointer<SlotState> {
+    (storage.lines + s * Self.lineStride + Self.stateOffset).assumingMemoryBound(
+      to: SlotState.self)
+  }
+
+  /// Where a line's ``SlotState`` starts: after the words, aligned.
+  @inlinable static var stateOffset: Int {
+    let align = MemoryLayout<SlotState>.alignment
+    return (MemoryLayout<Slot>.size + align - 1) / align * align
+  }
+
   /// Bytes from one slot's line to the next: whole cache lines.
-  @inlinable static var lineStride: Int { (MemoryLayout<Slot>.stride + 63) & ~63 }
+  @inlinable static var lineStride: Int {
+    (stateOffset + MemoryLayout<SlotState>.stride + 63) & ~63
+  }
 
   /// The head of hash bucket `b`, kept in line `b` (there are no more buckets than slots).
   @inlinable func head(_ b: Int) -> UnsafeMutablePointer<Slot> { line(b) }
@@ -41,7 +55,7 @@ extension SFBufAllocator {
   @inlinable func lookup(_ page: Page) -> Int {
     var s = head(bucket(page.hashKey)).pointee.firstSlot
     while s >= 0 {
-      if line(s).pointee.page == page { return s }
+      if state(s).pointee.page == page { return s }
       s = line(s).pointee.nextSlot
     }
     return -1
@@ -55,7 +69,7 @@ extension SFBufAllocator {
   }
 
   @inlinable func unhash(_ s: Int) {
-    let b = bucket(line(s).pointee.page!.hashKey)
+    let b = bucket(state(s).pointee.page!.hashKey)
     let next = line(s).pointee.nextSlot
     let first = head(b).pointee.firstSlot
     if first == s {
@@ -92,7 +106,7 @@ extension SFBufAllocator {
           if done {
             // Safe to read: a slot with a reference is not recycled, and the recycler's
             // release of the word made the page visible.
-            if line(s).pointee.page == page { return s }
+            if state(s).pointee.page == page { return s }
             if !dropReferenceIfNotLast(s, hit: true) {
               machine.lock()
               let last = dropReferenceLocked(s, hit: true)
@@ -311,14 +325,14 @@ extension SFBufAllocator {
     w.state = .awaitingMapping
     w._waitsForMapping = true
     w.mappingSlot = s
-    w.next = line(s).pointee.mappingWaiters
-    line(s).pointee.mappingWaiters = w
+    w.next = state(s).pointee.mappingWaiters
+    state(s).pointee.mappingWaiters = w
   }
 
   /// Wakes every allocation waiting for slot `s`'s mapping; they look in the hash again.
   @inlinable func wakeMappingWaiters(_ s: Int) {
-    while let w = line(s).pointee.mappingWaiters {
-      line(s).pointee.mappingWaiters = w.next
+    while let w = state(s).pointee.mappingWaiters {
+      state(s).pointee.mappingWaiters = w.next
       w.next = nil
       w.state = .idle
       w.mappingSlot = -1

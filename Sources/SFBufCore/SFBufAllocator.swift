@@ -38,9 +38,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// How misses recycle free slots.
   public let policy: SFBufReclaimPolicy
 
-  /// Everything a slot keeps, in one cache line (64 bytes on the host): the part hits touch
-  /// without the lock first (its reference word, and its hash key and link, read as hints:
-  /// a hit checks the page once it holds a reference), then what the lock guards.
+  /// Everything a slot keeps, in one cache line (64 bytes on the host), in two parts at
+  /// two addresses: the words (``Slot``), which hits read without the lock, and the values
+  /// only the lock guards (``SlotState``). The words are atomics, written under the lock but
+  /// read by anybody; the state is read without the lock only by a holder of a reference.
+  /// Writing the state never touches the words, so that a write under the lock is never an
+  /// access of the memory a lock-free hit reads (ThreadSanitizer checks it).
   @usableFromInline struct Slot: ~Copyable {
     /// References, the mapping flag and hits without the lock (see ``SlotLine``).
     @usableFromInline let word = Atomic<UInt64>(0)
@@ -55,11 +58,19 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     /// The first slot of hash bucket *number this slot's index*, or -1 (``firstSlot``; the
     /// buckets live in the lines: see ``head(_:)``).
     @usableFromInline let bucket = Atomic<Int32>(-1)
-    @usableFromInline var prevFree: Int32 = -1
-    @usableFromInline var nextFree: Int32 = -1
+    /// The free list's links (``freePrev``, ``freeNext``); locked.
+    @usableFromInline let prevFree = Atomic<Int32>(-1)
+    @usableFromInline let nextFree = Atomic<Int32>(-1)
+    /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
+    /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``); locked.
+    @usableFromInline let releasedFlag = Atomic<Bool>(true)
+    /// Scratch for ``releaseBatch(_:)``; locked.
+    @usableFromInline let markedFlag = Atomic<Bool>(false)
 
     // Slot numbers are `Int` everywhere; only the links stored in the line are 32 bits wide,
-    // to keep the line in 64 bytes. These are the only conversions.
+    // to keep the line in 64 bytes. These are the only conversions. The fields written
+    // under the lock are atomics accessed with relaxed ordering (plain loads and stores on
+    // the host), so that their writes are not writes of the line.
     @inlinable var nextSlot: Int { Int(next.load(ordering: .relaxed)) }
     @inlinable func setNextSlot(_ s: Int, releasing: Bool) {
       if releasing {
@@ -74,18 +85,28 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       bucket.store(Int32(truncatingIfNeeded: s), ordering: .releasing)
     }
     @inlinable var freePrev: Int {
-      get { Int(prevFree) }
-      set { prevFree = Int32(truncatingIfNeeded: newValue) }
+      get { Int(prevFree.load(ordering: .relaxed)) }
+      nonmutating set { prevFree.store(Int32(truncatingIfNeeded: newValue), ordering: .relaxed) }
     }
     @inlinable var freeNext: Int {
-      get { Int(nextFree) }
-      set { nextFree = Int32(truncatingIfNeeded: newValue) }
+      get { Int(nextFree.load(ordering: .relaxed)) }
+      nonmutating set { nextFree.store(Int32(truncatingIfNeeded: newValue), ordering: .relaxed) }
     }
-    /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
-    /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
-    @usableFromInline var released = true
-    /// Scratch for ``releaseBatch(_:)``.
-    @usableFromInline var marked = false
+    @inlinable var released: Bool {
+      get { releasedFlag.load(ordering: .relaxed) }
+      nonmutating set { releasedFlag.store(newValue, ordering: .relaxed) }
+    }
+    @inlinable var marked: Bool {
+      get { markedFlag.load(ordering: .relaxed) }
+      nonmutating set { markedFlag.store(newValue, ordering: .relaxed) }
+    }
+
+    @inlinable init() {}
+  }
+
+  /// What the lock guards in a slot, beside its words (``Slot``). Read without the lock only
+  /// by a holder of one of the slot's references, which keeps it from changing.
+  @usableFromInline struct SlotState {
     @usableFromInline var page: Page?
     /// Allocations waiting for this slot's mapping by a miss outside the lock.
     @usableFromInline var mappingWaiters: Waiter?
@@ -135,8 +156,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       book.initialize(to: Book())
       lines = base + linesAt
       for s in 0..<slots {
-        (lines + s * SFBufAllocator.lineStride).bindMemory(to: Slot.self, capacity: 1)
-          .initialize(to: Slot())
+        let line = lines + s * SFBufAllocator.lineStride
+        line.bindMemory(to: Slot.self, capacity: 1).initialize(to: Slot())
+        (line + SFBufAllocator.stateOffset).bindMemory(to: SlotState.self, capacity: 1)
+          .initialize(to: SlotState())
       }
       cpuSets = (base + cpuSetsAt).bindMemory(to: CPUSet.self, capacity: cpuSetCount)
       cpuSets.initialize(repeating: CPUSet(), count: cpuSetCount)
@@ -144,7 +167,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
     deinit {
       for s in 0..<slots {
-        _ = (lines + s * SFBufAllocator.lineStride).assumingMemoryBound(to: Slot.self).move()
+        let line = lines + s * SFBufAllocator.lineStride
+        _ = line.assumingMemoryBound(to: Slot.self).move()
+        _ = (line + SFBufAllocator.stateOffset).assumingMemoryBound(to: SlotState.self).move()
       }
       cpuSets.deinitialize(count: cpuSetCount)
       book.deinitialize(count: 1)
@@ -361,7 +386,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// generation, the machine's hooks). Locked.
   @inlinable func claim(_ s: Int, for page: Page) {
     forget(s)
-    line(s).pointee.page = page
+    state(s).pointee.page = page
     hash(s, key: page.hashKey)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     book.pointee.mappingsInFlight += 1
@@ -432,9 +457,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// Drops slot `s`'s page from the hash, if it has one. Locked; `s` is free.
   @inlinable func forget(_ s: Int) {
-    if line(s).pointee.page != nil {
+    if state(s).pointee.page != nil {
       unhash(s)
-      line(s).pointee.page = nil
+      state(s).pointee.page = nil
     }
   }
 
@@ -588,7 +613,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// The page slot `s` maps (`sf_buf_page`). Valid while the caller holds a reference.
   @inlinable public func page(ofSlot s: Int) -> Page {
-    line(s).pointee.page!
+    state(s).pointee.page!
   }
 
   /// The slot caching `page`, in use or free, if any. For tests and tools.
