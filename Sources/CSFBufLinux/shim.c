@@ -9,6 +9,30 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SFB_TSAN 1
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#endif
+#endif
+
+void sfb_tsan_acquire(const void *tag) {
+#ifdef SFB_TSAN
+  __tsan_acquire((void *)tag);
+#else
+  (void)tag;
+#endif
+}
+
+void sfb_tsan_release(const void *tag) {
+#ifdef SFB_TSAN
+  __tsan_release((void *)tag);
+#else
+  (void)tag;
+#endif
+}
+
 int sfb_memfd_create(const char *name) {
   return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 }

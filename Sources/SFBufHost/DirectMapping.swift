@@ -68,7 +68,7 @@
     }
 
     private func extend(toCover index: Int) throws(SFBufError) -> UnsafeMutableRawPointer {
-      let offset = try lock.withLock { _ throws(SFBufError) -> Int in
+      let offset = try lock.locked { _ throws(SFBufError) -> Int in
         try extendLocked(toCover: index)
       }
       return base + offset

@@ -222,7 +222,7 @@
 
     func prepare() {
       word.pointee.store(0, ordering: .releasing)
-      async.withLock { $0 = AsyncState() }
+      async.locked { $0 = AsyncState() }
     }
 
     /// Futex wait until woken. A signal ends the wait only when `interruptible`; otherwise
@@ -239,7 +239,7 @@
     func wake() {
       word.pointee.store(1, ordering: .releasing)
       _ = sfb_futex_wake(futexWord, 1)
-      let c = async.withLock { s -> CheckedContinuation<Bool, Never>? in
+      let c = async.locked { s -> CheckedContinuation<Bool, Never>? in
         s.woken = true
         defer { s.continuation = nil }
         return s.continuation
@@ -251,7 +251,7 @@
     func sleepAsync(interruptible: Bool) async -> Bool {
       await withTaskCancellationHandler {
         await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-          let now = async.withLock { s -> Bool? in
+          let now = async.locked { s -> Bool? in
             if s.woken { return true }
             if s.cancelled { return false }
             s.continuation = c
@@ -261,7 +261,7 @@
         }
       } onCancel: {
         guard interruptible else { return }
-        let c = async.withLock { s -> CheckedContinuation<Bool, Never>? in
+        let c = async.locked { s -> CheckedContinuation<Bool, Never>? in
           s.cancelled = true
           defer { s.continuation = nil }
           return s.woken ? nil : s.continuation

@@ -63,7 +63,7 @@
     /// Adds `delta` (+1 or -1) to the count of every page of `pages`. Unwiring a page whose
     /// count is zero stops the process, and changes nothing before it does.
     func add(_ pages: Range<Int>, _ delta: Int32) {
-      lock.withLock { _ in
+      lock.locked { _ in
         if delta < 0 {
           for i in pages where count(i) == 0 {
             fatalError("vm_page_unwire: page \(i) is not wired")

@@ -64,7 +64,7 @@
       self.backing = backing
       self.isFile = backing != .anonymous
       self.access = access
-      id = VMObject.nextIDs.withLock { n in
+      id = VMObject.nextIDs.locked { n in
         n &+= 1
         return n
       }
@@ -132,13 +132,13 @@
 
     /// The descriptor, or -1 after ``close()``.
     var rawDescriptor: CInt {
-      lock.withLock { _ in fdStorage }
+      lock.locked { _ in fdStorage }
     }
 
     /// Closes the object's descriptor now. Existing mappings stay valid; new mappings of its
     /// pages are refused (`EBADF`). Wire counts are kept.
     public func close() {
-      lock.withLock { _ in closeLocked() }
+      lock.locked { _ in closeLocked() }
     }
 
     private func closeLocked() {
@@ -199,7 +199,7 @@
 
     /// The object mapped whole, for the direct map; made on first use, then kept.
     func directMapping() throws(SFBufError) -> DirectMapping {
-      try lock.withLock { _ throws(SFBufError) -> DirectMapping in try directMappingLocked() }
+      try lock.locked { _ throws(SFBufError) -> DirectMapping in try directMappingLocked() }
     }
 
     private func directMappingLocked() throws(SFBufError) -> DirectMapping {

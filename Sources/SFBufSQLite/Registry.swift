@@ -36,12 +36,12 @@
     /// The pool databases opened with `config` use, or `nil` before the first of them.
     /// O(1), under the registry lock.
     public static func pool(for config: SFBufSQLiteConfig) -> SFBufPool? {
-      state.withLock { $0.pools[config] }
+      state.locked { $0.pools[config] }
     }
 
     /// The mapping counters of every database file opened with `config` and since closed.
     public static func closedFileCounters(for config: SFBufSQLiteConfig) -> SFBufSQLiteCounters {
-      state.withLock { $0.closed[config] ?? SFBufSQLiteCounters() }
+      state.locked { $0.closed[config] ?? SFBufSQLiteCounters() }
     }
 
     /// Forgets the pool of `config` when no open database uses it, so that its window's
@@ -51,7 +51,7 @@
     /// `config` gets a new pool, whose counters start at 0.
     @discardableResult
     public static func discardPool(for config: SFBufSQLiteConfig) -> Bool {
-      state.withLock { s in
+      state.locked { s in
         guard (s.openFiles[config] ?? 0) == 0, s.pools[config] != nil else { return false }
         s.pools[config] = nil
         s.closed[config] = nil
@@ -63,7 +63,7 @@
     static func makePool(for config: SFBufSQLiteConfig) throws(SFBufSQLiteConfigError)
       -> SFBufPool
     {
-      let made = state.withLock { s -> Result<SFBufPool, SFBufSQLiteConfigError> in
+      let made = state.locked { s -> Result<SFBufPool, SFBufSQLiteConfigError> in
         if let p = s.pools[config] {
           s.openFiles[config, default: 0] += 1
           return .success(p)
@@ -96,7 +96,7 @@
         throw .file("\(path): \(Errno(rawValue: errno))")
       }
       let key = FileKey(device: UInt(st.st_dev), inode: UInt(st.st_ino))
-      let result = state.withLock { s -> Result<VMObject, SFBufSQLiteConfigError> in
+      let result = state.locked { s -> Result<VMObject, SFBufSQLiteConfigError> in
         if var e = s.objects[key] {
           e.users += 1
           s.objects[key] = e
@@ -115,7 +115,7 @@
 
     /// Drops one user of the object of `key` (a file that could not be opened).
     static func releaseObject(_ key: FileKey) {
-      state.withLock { s in
+      state.locked { s in
         if var e = s.objects[key] {
           e.users -= 1
           s.objects[key] = e.users > 0 ? e : nil
@@ -128,7 +128,7 @@
     static func release(
       _ key: FileKey, config: SFBufSQLiteConfig, counters: SFBufSQLiteCounters
     ) {
-      state.withLock { s in
+      state.locked { s in
         s.openFiles[config, default: 1] -= 1
         if var e = s.objects[key] {
           e.users -= 1

@@ -237,7 +237,7 @@
     func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
       try withoutActuallyEscaping(body) { body in
         let box = UncheckedBox(body)
-        return try mutex.withLock { v -> UncheckedBox<R> in UncheckedBox(try box.value(&v)) }.value
+        return try mutex.locked { v -> UncheckedBox<R> in UncheckedBox(try box.value(&v)) }.value
       }
     }
   }

@@ -187,15 +187,15 @@ final class ThreadResults: Sendable {
     totals = Mutex(Totals(ops: zeros, bad: zeros, givenBack: zeros))
   }
   func set(_ t: Int, ops: Int, bad: Int, givenBack: Int) {
-    totals.withLock {
+    totals.locked {
       $0.ops[t] = ops
       $0.bad[t] = bad
       $0.givenBack[t] = givenBack
     }
   }
-  var ops: Int { totals.withLock { $0.ops.reduce(0, +) } }
-  var bad: Int { totals.withLock { $0.bad.reduce(0, +) } }
-  var givenBack: Int { totals.withLock { $0.givenBack.reduce(0, +) } }
+  var ops: Int { totals.locked { $0.ops.reduce(0, +) } }
+  var bad: Int { totals.locked { $0.bad.reduce(0, +) } }
+  var givenBack: Int { totals.locked { $0.givenBack.reduce(0, +) } }
 }
 
 /// The tag of page `index` of `object`: the object's id and the page index.

@@ -24,7 +24,7 @@ enum SignalWatcher {
   /// Blocks SIGUSR1, SIGINT, SIGTERM and SIGHUP in the calling thread (and so in the
   /// threads it makes) and starts the watcher.
   static func start() {
-    let first = state.withLock { s in
+    let first = state.locked { s in
       defer { s.started = true }
       return !s.started
     }
@@ -36,12 +36,12 @@ enum SignalWatcher {
 
   /// Prints `lines()` on SIGUSR1.
   static func onStatus(_ lines: @escaping @Sendable () -> [String]) {
-    state.withLock { $0.status.append(lines) }
+    state.locked { $0.status.append(lines) }
   }
 
   /// Runs `body` when a terminating signal arrives, before the process ends.
   static func onTermination(_ body: @escaping @Sendable () -> Void) {
-    state.withLock { $0.cleanups.append(body) }
+    state.locked { $0.cleanups.append(body) }
   }
 
   static func signalSet() -> sigset_t {
@@ -57,11 +57,11 @@ enum SignalWatcher {
       var sig: Int32 = 0
       guard sigwait(&set, &sig) == 0 else { continue }
       if sig == SIGUSR1 {
-        let sources = state.withLock { $0.status }
+        let sources = state.locked { $0.status }
         for source in sources { for line in source() { printError(line) } }
         continue
       }
-      let cleanups = state.withLock { $0.cleanups }
+      let cleanups = state.locked { $0.cleanups }
       for c in cleanups { c() }
       signal(sig, SIG_DFL)
       var one = sigset_t()
@@ -120,7 +120,7 @@ final class Progress: Sendable {
   /// Shows `done` of the total (at most ten times a second, and always at the end).
   func update(_ done: Int) {
     let t = now()
-    let due = last.withLock { l in
+    let due = last.locked { l in
       guard t - l >= 0.1 || done >= total else { return false }
       l = t
       return true

@@ -110,4 +110,12 @@ enum { SFB_EV_WRITABLE = 1, SFB_EV_ERROR = 2, SFB_EV_HANGUP = 4 };
 /// epoll_wait: up to `max` events as (token, what) pairs. Returns the count, or -1 with errno.
 int sfb_epoll_wait(int epfd, uint64_t *tokens, uint32_t *what, int max, int timeout_ms);
 
+/// Tell ThreadSanitizer that the calling thread took (`acquire`) or is about to give up
+/// (`release`) the lock named by `tag`. Synchronization's `Mutex` hands a contended lock
+/// over in the kernel (a priority-inheritance futex, in a library the sanitizer does not
+/// instrument), so the sanitizer cannot see that hand-over by itself. No-ops unless this
+/// file is built with `-fsanitize=thread`.
+void sfb_tsan_acquire(const void *tag);
+void sfb_tsan_release(const void *tag);
+
 #endif
