@@ -19,6 +19,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
+    // `swift package generate-documentation`: the DocC catalogs of SFBufHost and SFBufCore.
+    .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
   ],
   targets: [
     // The portable allocator. Imports neither Glibc nor Foundation; builds as Embedded Swift.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: format lint, the Swift tests (core, host, simulated machine,
-# sendfile), the Embedded build of the core, the bare-metal kernel under QEMU (and its
+# sendfile), the Embedded build of the core, the DocC documentation, the bare-metal kernel under QEMU (and its
 # mutant, which must be caught), and the tool's handling of bad settings.
 #
 # Needs qemu-system-i386, socat, nc, sqlite3 and libsqlite3-dev; as root on Debian it installs them when missing.
@@ -39,6 +39,10 @@ swift build --product SFBufSQLite
 swift test 2>&1 | tee .build/swift-test.log
 swift_tests=$(grep -oE 'Test run with [0-9]+ tests' .build/swift-test.log | grep -oE '[0-9]+' | tail -1)
 
+step "documentation: the DocC catalogs of SFBufHost and SFBufCore, warnings are errors"
+swift package generate-documentation --target SFBufHost --target SFBufCore \
+  --warnings-as-errors 2>&1 | tail -3
+
 step "bare-metal kernel self-test (QEMU, 2 CPUs)"
 kernel/selftest.sh
 
@@ -70,7 +74,7 @@ done
 SFBUF_NSFBUFS=64 .build/debug/sfbuf run --seconds 0.2 --threads 2 | grep "sfbufs in use"
 SFBUF_NSFBUFS=64 .build/debug/sfbuf run --seconds 0.2 --threads 2 --policy batched | grep "0 wrong"
 
-# Swift Testing's tests, plus four checks here: the kernel self-test, its mutant caught,
-# the refusal of bad settings, and a small run.
+# Swift Testing's tests, plus five checks here: the documentation, the kernel self-test,
+# its mutant caught, the refusal of bad settings, and a small run.
 echo
-echo "tests: $((swift_tests + 4)) passed, 0 failed"
+echo "tests: $((swift_tests + 5)) passed, 0 failed"

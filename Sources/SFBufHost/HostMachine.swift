@@ -175,11 +175,11 @@
     /// that mappings need not retain it: set once by the pool, before any allocation.
     var keeper: Unmanaged<AnyObject>?
 
-    /// Retains the ``keeper``. Under the pool lock, never the last reference.
+    /// Retains the `keeper`. Under the pool lock, never the last reference.
     public func slotBecameUsed() { _ = keeper?.retain() }
 
-    /// Releases the ``keeper`` `count` times: the last may deallocate the pool, and with it
-    /// the allocator, which calls this from ``SFBufAllocator/free(_:)`` as its last action.
+    /// Releases the `keeper` `count` times: the last may deallocate the pool, and with it
+    /// the allocator, which calls this from `SFBufAllocator.free(_:)` as its last action.
     public func slotsBecameFree(_ count: Int) {
       guard let keeper else { return }
       for _ in 0..<count { keeper.release() }

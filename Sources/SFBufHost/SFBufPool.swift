@@ -10,7 +10,7 @@
   /// A pool is one of two implementations, chosen when it is made:
   /// - **direct map** (``directMap()``): each object is mapped whole, once; a page's address is
   ///   arithmetic. Never sleeps, counts nothing, costs one address space range per object.
-  /// - **window** (``init(nsfbufs:)``): `nsfbufs` one-page slots of one reserved range.
+  /// - **window** (``init(nsfbufs:policy:)``): `nsfbufs` one-page slots of one reserved range.
   ///   Freed mappings stay cached and are found again; when every slot is in use an
   ///   allocation sleeps, or fails with `.noWait`. Bounded address space whatever the
   ///   objects' sizes, at the price of an `mmap` per miss.
@@ -131,8 +131,8 @@
     /// in this pool (each then makes its sleeper, kept for later).
     /// - Precondition: `page` is wired; with `.cpuPrivate`, the thread is pinned
     ///   (``sched_pin()``). Otherwise the process stops with a message naming the mistake.
-    /// - Throws: ``SFBufError/wouldBlock``, ``SFBufError/interrupted`` (a signal, with
-    ///   `.interruptible`), or ``SFBufError/mappingRefused(errno:)`` (`EINVAL` for a page
+    /// - Throws: `SFBufError.wouldBlock`, `SFBufError.interrupted` (a signal, with
+    ///   `.interruptible`), or `SFBufError.mappingRefused(errno:)` (`EINVAL` for a page
     ///   past the end of its file, truncated since it was wired).
     @inlinable
     public func allocate(_ page: VMPage, flags: Flags = []) throws(SFBufError) -> SFBuf {
@@ -148,7 +148,7 @@
     /// Maps `page`, suspending the task while the window is full (`sf_buf_alloc` for tasks).
     ///
     /// Tasks and threads wait in one first-come, first-served queue. With `.interruptible`,
-    /// cancelling the task ends the wait with ``SFBufError/interrupted``; without it,
+    /// cancelling the task ends the wait with `SFBufError.interrupted`; without it,
     /// cancellation is ignored until a slot is free, as a kernel sleep without `PCATCH`.
     public func allocate(_ page: VMPage, flags: Flags = []) async throws(SFBufError) -> SFBuf {
       guard case .window(let w, let base) = backing else { return try directAllocate(page) }
@@ -171,7 +171,7 @@
     ///
     /// The cheapest way to use a mapping: no handle; a direct map costs a few loads, a window
     /// hit on a mapping in use the hash lookup and its reference.
-    /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws.
+    /// - Throws: what `allocate(_:flags:)` throws, or what `body` throws.
     @inlinable
     public func withMapping<R>(
       of page: VMPage, flags: Flags = [], _ body: (UnsafeMutableRawBufferPointer) throws -> R
@@ -201,7 +201,7 @@
     /// for all the pages.
     ///
     /// - Precondition: every page is wired.
-    /// - Throws: what ``allocate(_:flags:)`` throws, or what `body` throws; the mappings not
+    /// - Throws: what `allocate(_:flags:)` throws, or what `body` throws; the mappings not
     ///   yet handed to `body` are freed first.
     public func allocateRun(
       of object: VMObject, pages: Range<Int>, flags: Flags = [],
@@ -252,7 +252,7 @@
     /// otherwise a failure frees what was mapped and throws.
     ///
     /// - Precondition: every page is wired.
-    /// - Throws: what ``allocate(_:flags:)`` throws, except `wouldBlock` with `.noWait`, and
+    /// - Throws: what `allocate(_:flags:)` throws, except `wouldBlock` with `.noWait`, and
     ///   except `mappingRefused` after the first page with `.noWait`.
     public func allocateBatch(of object: VMObject, pages: Range<Int>, flags: Flags = [])
       throws(SFBufError) -> SFBufBatch

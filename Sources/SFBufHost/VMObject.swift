@@ -96,9 +96,11 @@
 
     /// Opens the regular file at `path` as an object (`open(2)`).
     ///
-    /// - Parameter access: `.readOnly` (mappings are read-only), `.readWrite`, or
-    ///   `.writeOnly` (every mapping is then refused with `EACCES`, as the host refuses to map
-    ///   a file it may not read).
+    /// - Parameters:
+    ///   - path: The file's path.
+    ///   - access: `.readOnly` (mappings are read-only), `.readWrite`, or `.writeOnly` (every
+    ///     mapping is then refused with `EACCES`, as the host refuses to map a file it may
+    ///     not read).
     /// - Throws: ``VMError/system(_:_:)`` naming the path and the errno (missing file, no
     ///   permission), or ``VMError/notARegularFile(_:)``.
     public static func file(

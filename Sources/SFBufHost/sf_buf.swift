@@ -71,7 +71,7 @@
   extension SFBufPool {
     /// `sf_buf_alloc(m, flags)`: a mapping of `m`, or nil when the window is full and
     /// `SFB_NOWAIT` was given, when a signal interrupted an `SFB_CATCH` sleep, or when the
-    /// host refused the mapping. ``allocate(_:flags:)`` says which.
+    /// host refused the mapping. `allocate(_:flags:)` says which.
     ///
     /// - Precondition: `flags` holds only `SFB_*` bits; `m` is wired.
     @inlinable public func sf_buf_alloc(_ m: VMPage, _ flags: Int32) -> sf_buf? {
