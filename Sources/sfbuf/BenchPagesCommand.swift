@@ -384,7 +384,8 @@ final class PageBench: @unchecked Sendable {
     // A local copy: reading `self.object` in the loop would retain and release the object
     // on every page, one reference count that both threads would bounce between the cores.
     let object = self.object
-    let fd = object.fileDescriptor!.rawValue
+    let file = object.fileDescriptor!
+    let fd = file.rawValue
     let whole = w == .seq
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: vmPageSize, alignment: vmPageSize)
     defer { buffer.deallocate() }
@@ -394,10 +395,14 @@ final class PageBench: @unchecked Sendable {
       for k in 0..<n {
         let i = seq[k]
         if whole {
-          _ = pread(fd, buffer, vmPageSize, off_t(i * vmPageSize))
+          _ = try? file.read(
+            fromAbsoluteOffset: Int64(i * vmPageSize),
+            into: UnsafeMutableRawBufferPointer(start: buffer, count: vmPageSize))
           acc &+= benchSumPage(buffer)
         } else {
-          _ = pread(fd, buffer, 8, off_t(i * vmPageSize + wordOffset(i)))
+          _ = try? file.read(
+            fromAbsoluteOffset: Int64(i * vmPageSize + wordOffset(i)),
+            into: UnsafeMutableRawBufferPointer(start: buffer, count: 8))
           acc &+= buffer.load(as: UInt64.self)
         }
       }

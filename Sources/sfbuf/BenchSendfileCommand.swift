@@ -230,7 +230,7 @@ final class SendfileBench: @unchecked Sendable {
   let object: VMObject
   let window: SFBufPool
   let direct = SFBufPool.directMap()
-  let fd: CInt
+  let file: FileDescriptor
   let map: UnsafeMutableRawPointer
   let buffer: UnsafeMutableRawPointer
   private var listener: Listener?
@@ -249,13 +249,18 @@ final class SendfileBench: @unchecked Sendable {
       decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     let made = path
     SignalWatcher.onTermination { unlink(made) }
-    defer { close(wfd) }
+    let written = FileDescriptor(rawValue: wfd)
+    defer { try? written.close() }
     do {
-      try SendfileBench.fill(wfd, size)
-      fd = open(path, O_RDONLY | O_CLOEXEC)
-      guard fd >= 0 else { throw CommandFailure("cannot open \(path)") }
+      try SendfileBench.fill(written, size)
+      do {
+        file = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+      } catch {
+        throw CommandFailure("cannot open \(path): \(error)")
+      }
       object = try VMObject.file(FilePath(path))
-      guard let m = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), m != MAP_FAILED else {
+      guard let m = mmap(nil, size, PROT_READ, MAP_SHARED, file.rawValue, 0), m != MAP_FAILED
+      else {
         throw CommandFailure("cannot map \(path)")
       }
       map = m
@@ -268,7 +273,7 @@ final class SendfileBench: @unchecked Sendable {
 
   /// Fills the file with pseudo-random megabytes, each stamped with its index, and pushes
   /// it to the disk, so no write-back runs during the transfers; its pages stay cached.
-  static func fill(_ fd: CInt, _ size: Int) throws {
+  static func fill(_ fd: FileDescriptor, _ size: Int) throws {
     let block = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
     defer { block.deallocate() }
     var x: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -282,15 +287,15 @@ final class SendfileBench: @unchecked Sendable {
     while at < size {
       block.storeBytes(of: UInt64(at), as: UInt64.self)
       let n = min(block.count, size - at)
-      var done = 0
-      while done < n {
-        let w = pwrite(fd, block.baseAddress! + done, n - done, off_t(at + done))
-        if w <= 0 { throw CommandFailure("cannot write the benchmark's file (disk full?)") }
-        done += w
+      do {
+        _ = try fd.writeAll(
+          toAbsoluteOffset: Int64(at), UnsafeRawBufferPointer(rebasing: block[0..<n]))
+      } catch {
+        throw CommandFailure("cannot write the benchmark's file: \(error)")
       }
       at += n
     }
-    fdatasync(fd)
+    fdatasync(fd.rawValue)
   }
 
   /// Starts the reader: this program's hidden `recv --sink`, as a child process (another
@@ -350,7 +355,7 @@ final class SendfileBench: @unchecked Sendable {
       waitpid(reader, &status, 0)
     }
     munmap(map, size)
-    close(fd)
+    try? file.close()
     unlink(path)
     buffer.deallocate()
   }
@@ -389,7 +394,7 @@ final class SendfileBench: @unchecked Sendable {
   private func kernelSendfile(_ sock: CInt) throws {
     var off = off_t(0)
     while Int(off) < size {
-      let n = rawSendfile(sock, fd, &off, min(size - Int(off), 1 << 30))
+      let n = rawSendfile(sock, file.rawValue, &off, min(size - Int(off), 1 << 30))
       if n < 0 {
         if -n == Int(EINTR) { continue }
         throw CommandFailure("sendfile(2): \(Errno(rawValue: Int32(-n)))")
@@ -401,11 +406,15 @@ final class SendfileBench: @unchecked Sendable {
   private func preadWrite(_ sock: CInt) throws {
     var at = 0
     while at < size {
-      let n = rawPread(fd, buffer, min(chunk, size - at), at)
-      if n <= 0 {
-        if n == -Int(EINTR) { continue }
-        throw CommandFailure("pread: \(n == 0 ? "end of file" : "\(Errno(rawValue: Int32(-n)))")")
+      let n: Int
+      do {
+        n = try file.read(
+          fromAbsoluteOffset: Int64(at),
+          into: UnsafeMutableRawBufferPointer(start: buffer, count: min(chunk, size - at)))
+      } catch {
+        throw CommandFailure("pread: \(error)")
       }
+      if n == 0 { throw CommandFailure("pread: end of file") }
       try sendAll(sock, UnsafeRawPointer(buffer), n)
       at += n
     }
@@ -438,13 +447,6 @@ final class SendfileBench: @unchecked Sendable {
 @inline(never)
 private func rawSendfile(_ sock: CInt, _ fd: CInt, _ off: inout off_t, _ count: Int) -> Int {
   let n = Glibc.sendfile(sock, fd, &off, count)
-  return n < 0 ? -Int(errno) : n
-}
-
-/// pread(2); returns the count, or minus the errno read right after.
-@inline(never)
-private func rawPread(_ fd: CInt, _ p: UnsafeMutableRawPointer, _ count: Int, _ at: Int) -> Int {
-  let n = pread(fd, p, count, off_t(at))
   return n < 0 ? -Int(errno) : n
 }
 

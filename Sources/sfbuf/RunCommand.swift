@@ -205,10 +205,16 @@ func tag(_ object: VMObject, _ index: Int) -> UInt64 {
 
 /// Writes every page's tag with pwrite(2), a different path from the mappings under test.
 func tagPages(_ object: VMObject, count: Int) throws {
+  let fd = object.fileDescriptor!
   for i in 0..<count {
-    var t = tag(object, i)
-    let n = pwrite(object.fileDescriptor!.rawValue, &t, 8, off_t(i * vmPageSize))
-    if n != 8 { throw ToolError("pwrite of page \(i)'s tag failed: errno \(errno)") }
+    let t = tag(object, i)
+    let n: Int
+    do {
+      n = try withUnsafeBytes(of: t) { try fd.write(toAbsoluteOffset: Int64(i * vmPageSize), $0) }
+    } catch {
+      throw ToolError("pwrite of page \(i)'s tag failed: \(error)")
+    }
+    if n != 8 { throw ToolError("pwrite of page \(i)'s tag wrote \(n) bytes of 8") }
   }
 }
 

@@ -236,11 +236,11 @@ struct RecvCommand: ParsableCommand {
       return
     }
     printError("sfbuf recv: listening on \(Endpoint.text(host, listener.port))")
-    var fd = STDOUT_FILENO
+    var fd = FileDescriptor.standardOutput
     if let out {
       fd = try openForWriting(out)
     }
-    defer { if fd != STDOUT_FILENO { close(fd) } }
+    defer { if fd != .standardOutput { try? fd.close() } }
     let socket: Socket
     do { socket = try listener.accept(timeout: .seconds(timeout)) } catch {
       throw CommandFailure(
@@ -248,7 +248,7 @@ struct RecvCommand: ParsableCommand {
     }
     let start = now()
     let n: Int
-    do { n = try socket.drain(to: FileDescriptor(rawValue: fd)) } catch {
+    do { n = try socket.drain(to: fd) } catch {
       throw CommandFailure("\(error)")
     }
     let elapsed = now() - start
@@ -303,13 +303,15 @@ struct RecvCommand: ParsableCommand {
   }
 }
 
-/// open(2) of `path` for writing (created or truncated); the errno is read right after.
-@inline(never)
-private func openForWriting(_ path: String) throws -> CInt {
-  let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-  let e = errno
-  if fd < 0 { throw CommandFailure("cannot open \(path): \(Errno(rawValue: e))") }
-  return fd
+/// open(2) of `path` for writing (created or truncated, mode 0644).
+private func openForWriting(_ path: String) throws -> FileDescriptor {
+  do {
+    return try FileDescriptor.open(
+      FilePath(path), .writeOnly, options: [.create, .truncate, .closeOnExec],
+      permissions: [.ownerReadWrite, .groupRead, .otherRead])
+  } catch {
+    throw CommandFailure("cannot open \(path): \(error)")
+  }
 }
 
 /// A listening TCP socket on a numeric IPv4 or IPv6 address (`SO_REUSEADDR`, backlog 16).
