@@ -76,42 +76,32 @@ struct RunCommand: ParsableCommand {
     let start = now()
     runThreads(threads) { t in
       var rng = FastRandom(seed: seed &+ UInt64(t) &* 0x1234_5678_9ABC)
-      // The last `hold` mappings stay held, in a ring, as C-style handles. Only a thread
-      // that holds nothing may sleep for a slot; with mappings held it asks with .noWait
-      // and, refused, gives back everything it holds and asks again, sleeping: as sendfile
-      // does, so that no window size can leave every thread asleep holding slots.
-      var held = [sf_buf?](repeating: nil, count: hold)
-      var holding = 0
+      // The last `hold` mappings stay held, in a ring that owns them. Only a thread that
+      // holds nothing may sleep for a slot; with mappings held it asks with .noWait and,
+      // refused, gives back everything it holds and asks again, sleeping: as sendfile does,
+      // so that no window size can leave every thread asleep holding slots.
+      var held = HeldRing(capacity: hold)
       var ops = 0
       var bad = 0
       var givenBack = 0
       while ops & 255 != 0 || now() < deadline {
         let index = zipf.draw(&rng)
-        if let old = held[ops % hold] {
-          pool.sf_buf_free(old)
-          held[ops % hold] = nil
-          holding -= 1
-        }
-        var buf: SFBuf
+        held.free(at: ops % hold)
+        let buf: SFBuf
         do throws(SFBufError) {
-          buf = try pool.allocate(object.page(index), flags: holding == 0 ? [] : .noWait)
+          buf = try pool.allocate(object.page(index), flags: held.isEmpty ? [] : .noWait)
         } catch .wouldBlock {
-          for i in held.indices {
-            if let sf = held[i] { pool.sf_buf_free(sf) }
-            held[i] = nil
-          }
-          holding = 0
+          held.freeAll()
           givenBack += 1
           buf = try! pool.allocate(object.page(index))
         } catch {
           fatalError("sfbuf run: allocation of page \(index) failed: \(error)")
         }
         if buf.bytes.load(as: UInt64.self) != tag(object, index) { bad += 1 }
-        held[ops % hold] = buf.release()
-        holding += 1
+        held.put(buf, at: ops % hold)
         ops += 1
       }
-      for sf in held { if let sf { pool.sf_buf_free(sf) } }
+      held.freeAll()
       results.set(t, ops: ops, bad: bad, givenBack: givenBack)
     }
     let elapsed = now() - start
@@ -154,6 +144,56 @@ struct RunCommand: ParsableCommand {
     var elapsedSeconds: Double
     var allocationsPerSecond: Figure<Double>
     var stats: StatsJSON
+  }
+}
+
+/// The mappings a thread of the run holds: a fixed ring of places, each empty or owning one
+/// mapping. Ownership stays checked: a mapping goes in by `consuming`, and leaves only by
+/// being freed (by the ring, or when the ring goes away).
+struct HeldRing: ~Copyable {
+  private let places: UnsafeMutablePointer<SFBuf?>
+  private let capacity: Int
+  /// The number of places that hold a mapping.
+  private(set) var count = 0
+
+  init(capacity: Int) {
+    precondition(capacity > 0, "HeldRing: capacity must be positive")
+    self.capacity = capacity
+    places = .allocate(capacity: capacity)
+    for i in 0..<capacity { (places + i).initialize(to: nil) }
+  }
+
+  var isEmpty: Bool { count == 0 }
+
+  /// Frees the mapping at place `i`, if there is one.
+  mutating func free(at i: Int) {
+    if let buf = (places + i).move() {
+      buf.free()
+      count -= 1
+    }
+    (places + i).initialize(to: nil)
+  }
+
+  /// Puts `buf` at place `i`, which must be empty.
+  mutating func put(_ buf: consuming SFBuf, at i: Int) {
+    switch (places + i).move() {
+    case .some(let old):
+      _ = consume old
+      fatalError("HeldRing.put: place \(i) already holds a mapping")
+    case .none:
+      (places + i).initialize(to: buf)
+      count += 1
+    }
+  }
+
+  /// Frees every mapping held.
+  mutating func freeAll() {
+    for i in 0..<capacity { free(at: i) }
+  }
+
+  deinit {
+    places.deinitialize(count: capacity)
+    places.deallocate()
   }
 }
 
