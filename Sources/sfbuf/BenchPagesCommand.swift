@@ -334,9 +334,9 @@ final class PageBench: @unchecked Sendable {
     let seqs = sequence(w, threads: threads)
     let pool = pool(peer)
     // Hot hits find mappings in use: a keeper holds each hot page during the trial.
-    var kept: [sf_buf] = []
+    var kept = pool.map { SFBufBatch(pool: $0, capacity: 64) }
     if w == .hot, let pool, !pool.isDirectMap {
-      for i in 0..<64 { kept.append(pool.sf_buf_alloc(object.page(i), SFB_DEFAULT)!) }
+      for i in 0..<64 { kept!.append(try! pool.allocate(object.page(i))) }
     }
     let before = (pool?.stats, pool?.mapCalls ?? 0, pool?.unmapCalls ?? 0, tlbShootdowns())
     let start = BenchBarrier(threads)
@@ -356,7 +356,7 @@ final class PageBench: @unchecked Sendable {
       allocations.add(allocs, ordering: .relaxed)
     }
     let elapsed = now() - t0.get()
-    for sf in kept { pool!.sf_buf_free(sf) }
+    _ = consume kept
     var r = BenchTrial()
     r.seconds = elapsed
     r.pages = seqs.reduce(0) { $0 + min($1.count, limit) }
