@@ -1,5 +1,5 @@
 // Memory objects and their pages: the host's stand-in for the kernel's `vm_object` and
-// `vm_page` (SPEC §5).
+// `vm_page`.
 
 #if os(Linux)
   import CSFBufLinux

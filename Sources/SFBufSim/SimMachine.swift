@@ -5,7 +5,7 @@
 import SFBufCore
 
 /// A simulated SMP machine of 1 to 64 CPUs, whose kernel has no direct map: the machine the
-/// sf_buf CPU-set rules (SPEC §3.7) exist for.
+/// sf_buf CPU-set rules (the contract in SFBufCore's documentation) exist for.
 ///
 /// It owns a window of ``slots`` virtual pages starting at ``windowBase``, a page table for
 /// that window (one ``SimPTE`` per slot, with valid and accessed bits), ``frames`` physical

@@ -3,7 +3,7 @@
 /// What happens to a slot's translation when its last reference is dropped.
 public enum SimPolicy: String, Sendable, CaseIterable {
   /// The sf_buf design: the slot keeps its mapping and stays in the hash, so a later request
-  /// for the page finds it (SPEC §3.4). The allocator alone decides.
+  /// for the page finds it (a hit). The allocator alone decides.
   case caching
   /// The mapping is removed at free, as FreeBSD's 32-bit arm does (`sf_buf_unmap` →
   /// `pmap_qremove`): the PTE is invalidated and every CPU's TLB entry with it (a local

@@ -11,7 +11,7 @@ struct AllocatorTests {
     return (Allocator(machine: m, nsfbufs: slots), m)
   }
 
-  @Test("SPEC §3.7: shared miss, private hit, shared hit, remap of a used translation")
+  @Test("CPU sets: shared miss, private hit, shared hit, remap of a used translation")
   func cpuSetRules() throws {
     let (a, m) = make()
     m.cpu = 1

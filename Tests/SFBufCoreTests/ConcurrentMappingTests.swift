@@ -88,7 +88,7 @@ final class GatedMachine: UntrackedTestMachine, @unchecked Sendable {
   }
 }
 
-/// The batched policy's misses map outside the lock (SPEC §4, batching): what an allocation
+/// The batched policy's misses map outside the lock (the batched reclaim policy): what an allocation
 /// of the same page, or of another, sees meanwhile.
 @Suite("Mapping outside the lock")
 struct ConcurrentMappingTests {

@@ -6,7 +6,7 @@ import Testing
 
 @testable import SFBufHost
 
-/// The managed window's behaviour, step by step, with its counters (SPEC §3).
+/// The managed window's behaviour, step by step, with its counters (README, "How the window behaves").
 @Suite("Window: cache, reuse order, counters")
 struct WindowTests {
   @Test("hits do not remap; freed mappings are found again", arguments: policies)
@@ -50,7 +50,7 @@ struct WindowTests {
     #expect(w.cachedSlot(of: o.page(4)) == 2)
   }
 
-  @Test("counters match SPEC §3.6 after a scripted sequence", arguments: policies)
+  @Test("the netstat -m counters after a scripted sequence", arguments: policies)
   func scriptedCounters(policy: SFBufReclaimPolicy) throws {
     let pool = try SFBufPool(nsfbufs: 3, policy: policy)
     let o = try taggedAnonymous(pages: 8)
