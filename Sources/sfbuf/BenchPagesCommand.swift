@@ -198,6 +198,7 @@ struct BenchCell {
   }
 }
 
+// @unchecked: `sequences` is filled by the main thread between trials, never during one.
 final class PageBench: @unchecked Sendable {
   let nsfbufs: Int
   let batch: Int
@@ -561,7 +562,7 @@ func tlbShootdowns() -> Int? {
 }
 
 /// A one-shot start line for the threads of a trial; the last to arrive runs `atStart`.
-final class BenchBarrier: @unchecked Sendable {
+final class BenchBarrier: Sendable {
   private let arrived = Atomic<Int>(0)
   private let parties: Int
   init(_ parties: Int) { self.parties = parties }
@@ -575,7 +576,7 @@ final class BenchBarrier: @unchecked Sendable {
 }
 
 /// The start time of a trial, written by one thread and read after the join.
-final class BenchShared: @unchecked Sendable {
+final class BenchShared: Sendable {
   private let bits = Atomic<UInt64>(0)
   init(_ v: Double) { set(v) }
   func set(_ v: Double) { bits.store(v.bitPattern, ordering: .releasing) }

@@ -223,6 +223,7 @@ struct BenchSendfileCommand: ParsableCommand {
 }
 
 /// The file, the pools, the reader process and the five ways to send.
+// @unchecked: raw buffers and the listener, set up before the reader and senders start.
 final class SendfileBench: @unchecked Sendable {
   let size: Int
   let chunk: Int

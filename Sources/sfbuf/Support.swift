@@ -9,7 +9,7 @@ func now() -> Double {
 
 /// Runs `body(i)` on `count` new threads and waits for all of them.
 func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-  final class Box: @unchecked Sendable {
+  final class Box: Sendable {
     let body: @Sendable (Int) -> Void
     let index: Int
     init(_ body: @escaping @Sendable (Int) -> Void, _ index: Int) {

@@ -76,7 +76,7 @@ enum SignalWatcher {
 
 /// Runs `body` on a new detached thread.
 func runDetached(_ body: @escaping @Sendable () -> Void) {
-  final class Box: @unchecked Sendable {
+  final class Box: Sendable {
     let body: @Sendable () -> Void
     init(_ body: @escaping @Sendable () -> Void) { self.body = body }
   }
