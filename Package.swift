@@ -10,6 +10,7 @@ let package = Package(
     .library(name: "SFBufHost", targets: ["SFBufHost"]),
     .library(name: "SFBufSim", targets: ["SFBufSim"]),
     .library(name: "SFSendfile", targets: ["SFSendfile"]),
+    .library(name: "SFHTTP", targets: ["SFHTTP"]),
     .executable(name: "sfbuf", targets: ["sfbuf"]),
     // The loadable SQLite extension: `.build/<config>/libSFBufSQLite.so`, entry point
     // `sqlite3_sfbufsqlite_init`, a VFS named `sfbuf`.
@@ -45,6 +46,13 @@ let package = Package(
         "SFBufHost", "SFBufCore", "CSFBufLinux",
         .product(name: "SystemPackage", package: "swift-system"),
       ]),
+    // The HTTP/1.1 static file server on sendfile: request parsing, epoll loops.
+    .target(
+      name: "SFHTTP",
+      dependencies: [
+        "SFSendfile", "SFBufHost", "CSFBufLinux",
+        .product(name: "SystemPackage", package: "swift-system"),
+      ]),
     // The SQLite extension: C glue over sqlite3ext.h (the VFS, its io_methods, the entry
     // point; no link to libsqlite3, SQLite hands it its API) and the Swift side that maps
     // database pages through an sf_buf pool.
@@ -73,6 +81,7 @@ let package = Package(
         "SFBufHost",
         "SFBufSim",
         "SFSendfile",
+        "SFHTTP",
         "SFBufSQLite",
         "CSFBufSQLite",
         "CSQLite3",
@@ -87,6 +96,7 @@ let package = Package(
     // Threads, signals and bounded waits shared by the test targets.
     .target(
       name: "SFBufTestSupport", dependencies: ["CSFBufLinux"], path: "Tests/SFBufTestSupport"),
+    .testTarget(name: "SFHTTPTests", dependencies: ["SFHTTP", "SFBufTestSupport"]),
     .testTarget(
       name: "SFSendfileTests",
       dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport"]),

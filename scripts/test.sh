@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: format lint, the Swift tests (core, host, simulated machine,
-# sendfile), the Embedded build of the core, the DocC documentation, the bare-metal kernel under QEMU (and its
-# mutant, which must be caught), and the tool's handling of bad settings.
+# sendfile, the HTTP server, SQLite, the tool), the Embedded build of the core, the DocC
+# documentation, the bare-metal kernel under QEMU (and its mutant, which must be caught), and
+# the tool's handling of bad settings.
 #
-# Needs qemu-system-i386, socat, nc, sqlite3 and libsqlite3-dev; as root on Debian it installs them when missing.
+# Needs qemu-system-i386, socat, nc, sqlite3, libsqlite3-dev, curl and wrk; as root on Debian
+# it installs them when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,8 @@ command -v socat >/dev/null || need+=(socat)
 command -v nc >/dev/null || need+=(netcat-openbsd)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 [ -f /usr/include/sqlite3ext.h ] || need+=(libsqlite3-dev)
+command -v curl >/dev/null || need+=(curl)
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "installing ${need[*]}"

@@ -228,3 +228,44 @@ int sfb_epoll_wait(int epfd, uint64_t *tokens, uint32_t *what, int max, int time
   }
   return n;
 }
+
+int sfb_accept_nonblocking(int fd) {
+  return accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+int sfb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+  struct epoll_event ev;
+  // EPOLLEXCLUSIVE admits no EPOLLRDHUP; a writer waiting for room does not want it.
+  ev.events = EPOLLERR | EPOLLHUP |
+              ((events & SFB_EPOLL_IN) && !(events & SFB_EPOLL_EXCLUSIVE) ? EPOLLRDHUP : 0) |
+              ((events & SFB_EPOLL_IN) ? EPOLLIN : 0) |
+              ((events & SFB_EPOLL_OUT) ? EPOLLOUT : 0) |
+              ((events & SFB_EPOLL_EXCLUSIVE) ? EPOLLEXCLUSIVE : 0);
+  ev.data.u64 = token;
+  int o = op == 0 ? EPOLL_CTL_ADD : op == 1 ? EPOLL_CTL_MOD : EPOLL_CTL_DEL;
+  return epoll_ctl(epfd, o, fd, o == EPOLL_CTL_DEL ? NULL : &ev);
+}
+
+int sfb_epoll_wait_events(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
+  struct epoll_event evs[64];
+  if (max > 64) max = 64;
+  int n = epoll_wait(epfd, evs, max, timeout_ms);
+  for (int i = 0; i < n; i++) {
+    uint32_t e = evs[i].events;
+    tokens[i] = evs[i].data.u64;
+    events[i] = ((e & EPOLLIN) ? SFB_EPOLL_IN : 0) | ((e & EPOLLOUT) ? SFB_EPOLL_OUT : 0) |
+                ((e & EPOLLERR) ? SFB_EPOLL_ERR : 0) |
+                ((e & (EPOLLHUP | EPOLLRDHUP)) ? SFB_EPOLL_HUP : 0);
+  }
+  return n;
+}
+
+#include <linux/openat2.h>
+
+int sfb_open_beneath(int dirfd, const char *path) {
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}

@@ -120,6 +120,22 @@
       return VMObject(fd: fd.rawValue, backing: .file(path), access: access)
     }
 
+    /// Adopts `fd`, an open regular file, as an object named `path` (for messages): for a
+    /// caller that opened the file its own way (below a directory, say). The object owns the
+    /// descriptor from then on, even when this throws.
+    ///
+    /// - Throws: ``VMError/notARegularFile(_:)``.
+    public static func file(
+      adopting fd: FileDescriptor, path: FilePath, access: FileDescriptor.AccessMode = .readOnly
+    ) throws(VMError) -> VMObject {
+      var st = stat()
+      if fstat(fd.rawValue, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG {
+        try? fd.close()
+        throw VMError.notARegularFile(path)
+      }
+      return VMObject(fd: fd.rawValue, backing: .file(path), access: access)
+    }
+
     deinit {
       direct?.unmap()
       if fdStorage >= 0 { Glibc.close(fdStorage) }

@@ -13,6 +13,7 @@ struct SFBufTool: ParsableCommand {
     version: version,
     subcommands: [
       RunCommand.self, SimCommand.self, BenchCommand.self, SendCommand.self, RecvCommand.self,
+      ServeCommand.self,
     ],
     defaultSubcommand: RunCommand.self
   )

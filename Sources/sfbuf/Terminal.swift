@@ -18,6 +18,7 @@ enum SignalWatcher {
     var started = false
     var status: [@Sendable () -> [String]] = []
     var cleanups: [@Sendable () -> Void] = []
+    var graceful: (@Sendable () -> Void)?
   }
   static let terminating = [SIGINT, SIGTERM, SIGHUP]
 
@@ -37,6 +38,12 @@ enum SignalWatcher {
   /// Prints `lines()` on SIGUSR1.
   static func onStatus(_ lines: @escaping @Sendable () -> [String]) {
     state.locked { $0.status.append(lines) }
+  }
+
+  /// Makes a terminating signal call `body` instead of ending the process: for a command
+  /// that stops by itself (`serve`) and exits 0.
+  static func onGracefulStop(_ body: @escaping @Sendable () -> Void) {
+    state.locked { $0.graceful = body }
   }
 
   /// Runs `body` when a terminating signal arrives, before the process ends.
@@ -59,6 +66,10 @@ enum SignalWatcher {
       if sig == SIGUSR1 {
         let sources = state.locked { $0.status }
         for source in sources { for line in source() { printError(line) } }
+        continue
+      }
+      if let graceful = state.locked({ $0.graceful }) {
+        graceful()
         continue
       }
       let cleanups = state.locked { $0.cleanups }

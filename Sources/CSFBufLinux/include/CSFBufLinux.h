@@ -110,6 +110,21 @@ enum { SFB_EV_WRITABLE = 1, SFB_EV_ERROR = 2, SFB_EV_HANGUP = 4 };
 /// epoll_wait: up to `max` events as (token, what) pairs. Returns the count, or -1 with errno.
 int sfb_epoll_wait(int epfd, uint64_t *tokens, uint32_t *what, int max, int timeout_ms);
 
+/// accept4(2) with SOCK_CLOEXEC | SOCK_NONBLOCK, the peer's address not wanted.
+int sfb_accept_nonblocking(int fd);
+/// Bits of `sfb_epoll_events` and `sfb_epoll_wait_events`.
+enum { SFB_EPOLL_IN = 1, SFB_EPOLL_OUT = 2, SFB_EPOLL_ERR = 4, SFB_EPOLL_HUP = 8, SFB_EPOLL_EXCLUSIVE = 16 };
+/// epoll_ctl: `op` 0 add, 1 modify, 2 delete; `events` a mask of SFB_EPOLL_* (level-triggered;
+/// errors and hang-ups always reported).
+int sfb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+/// epoll_wait: up to `max` (at most 64) events as (token, SFB_EPOLL_* mask) pairs. Returns the
+/// count, or -1 with errno.
+int sfb_epoll_wait_events(int epfd, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+/// openat2(2) of `path` below the directory `dirfd`, read-only and close-on-exec, with
+/// RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS: no `..`, absolute path or symbolic link may
+/// lead out of `dirfd`. Returns the descriptor, or -1 with errno (EXDEV for an escape).
+int sfb_open_beneath(int dirfd, const char *path);
+
 /// Tell ThreadSanitizer that the calling thread took (`acquire`) or is about to give up
 /// (`release`) the lock named by `tag`. Synchronization's `Mutex` hands a contended lock
 /// over in the kernel (a priority-inheritance futex, in a library the sanitizer does not
