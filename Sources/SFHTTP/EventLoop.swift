@@ -83,17 +83,17 @@
       var tokens = [UInt64](repeating: 0, count: 64)
       var events = [UInt32](repeating: 0, count: 64)
       var stopAt: Double?
-      var lastSweep = monotonic()
+      var lastSweep = monotonicNow()
       while true {
         if stopAt == nil && server.stopping.load(ordering: .acquiring) {
-          stopAt = monotonic() + options.grace.seconds
+          stopAt = monotonicNow() + options.grace.inSeconds
           _ = sfb_epoll_ctl(epfd, 2, lfd, 0, 0)
           listening = false
           for case let c? in connections where !c.sending && c.received == 0 { close(c) }
         }
         if let stopAt {
           let live = connections.contains { $0 != nil }
-          if !live || monotonic() >= stopAt {
+          if !live || monotonicNow() >= stopAt {
             for case let c? in connections { close(c) }
             return
           }
@@ -112,7 +112,7 @@
           retry = []
           for t in again { if let c = connections[t], c.sending { send(c) } }
         }
-        let now = monotonic()
+        let now = monotonicNow()
         if now - lastSweep >= 0.25 {
           lastSweep = now
           sweep(now)
@@ -144,7 +144,7 @@
         if token == connections.count { connections.append(nil) }
         let c = Connection(
           socket: Socket(adopting: FileDescriptor(rawValue: fd)), token: token,
-          inputSize: options.limits.maxHeaderBytes + 1, now: monotonic())
+          inputSize: options.limits.maxHeaderBytes + 1, now: monotonicNow())
         if options.zeroCopy { _ = c.socket.enableZeroCopy() }
         if options.accessLog { c.peer = peerName(fd) }
         connections[token] = c
@@ -188,9 +188,9 @@
       while c.received < c.input.count {
         let n = recv(c.fd, c.input.baseAddress! + c.received, c.input.count - c.received, 0)
         if n > 0 {
-          if c.received == 0 { c.headStarted = monotonic() }
+          if c.received == 0 { c.headStarted = monotonicNow() }
           c.received += n
-          c.lastActive = monotonic()
+          c.lastActive = monotonicNow()
           continue
         }
         if n == 0 {
@@ -228,7 +228,7 @@
             (c.input.baseAddress! + 0).update(from: c.input.baseAddress! + consumed, count: left)
           }
           c.received = left
-          if left > 0 { c.headStarted = monotonic() }
+          if left > 0 { c.headStarted = monotonicNow() }
           respond(c, r)
         }
         c.sending = true
@@ -313,7 +313,7 @@
 
     func notModified(_ r: HTTPRequest, etag: String, modified: String) -> Bool {
       if let inm = r.ifNoneMatch {
-        if inm.trimmingCharacters() == "*" { return true }
+        if Substring(inm).trimmingSpaces == "*" { return true }
         return inm.split(separator: ",").contains { tag in
           var t = Substring(tag.trimmingSpaces)
           if t.hasPrefix("W/") { t = t.dropFirst(2) }
@@ -378,7 +378,7 @@
           queued = e.bytesSent
           error = e
         }
-        if queued > 0 { c.lastActive = monotonic() }
+        if queued > 0 { c.lastActive = monotonicNow() }
         let fromHead = min(queued, headLeft)
         c.outSent += fromHead
         c.filePos += queued - fromHead
@@ -408,7 +408,7 @@
           }
           if n > 0 {
             c.outSent += n
-            c.lastActive = monotonic()
+            c.lastActive = monotonicNow()
           } else if n < 0 && errno == EINTR {
             continue
           } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -436,7 +436,7 @@
         close(c)
         return
       }
-      c.lastActive = monotonic()
+      c.lastActive = monotonicNow()
       if c.received > 0 || c.peerClosed {
         serveInput(c)  // a pipelined request already here, or the end
       } else {
@@ -448,15 +448,15 @@
     func sweep(_ now: Double) {
       for case let c? in connections {
         if c.sending {
-          if now - c.lastActive > options.idleTimeout.seconds { close(c) }
+          if now - c.lastActive > options.idleTimeout.inSeconds { close(c) }
         } else if c.received > 0 {
-          if now - c.headStarted > options.headerTimeout.seconds {
+          if now - c.headStarted > options.headerTimeout.inSeconds {
             c.received = 0
             respondError(c, .requestTimeout, request: nil)
             c.sending = true
             send(c)
           }
-        } else if now - c.lastActive > options.idleTimeout.seconds {
+        } else if now - c.lastActive > options.idleTimeout.inSeconds {
           close(c)
         }
       }
@@ -533,9 +533,5 @@
     case "woff2": return "font/woff2"
     default: return "application/octet-stream"
     }
-  }
-
-  extension String {
-    func trimmingCharacters() -> String { Substring(self).trimmingSpaces }
   }
 #endif

@@ -181,18 +181,4 @@
       self.inode = inode
     }
   }
-
-  /// Seconds on the monotonic clock.
-  func monotonic() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-  }
-
-  extension Duration {
-    var seconds: Double {
-      let (s, a) = components
-      return Double(s) + Double(a) / 1e18
-    }
-  }
 #endif

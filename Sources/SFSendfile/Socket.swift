@@ -334,14 +334,14 @@
 
   extension Duration {
     /// The duration in seconds, for deadlines against ``monotonicNow()``.
-    var inSeconds: Double {
+    package var inSeconds: Double {
       let (s, atto) = components
       return Double(s) + Double(atto) / 1e18
     }
   }
 
   /// Monotonic time in seconds (`clock_gettime(CLOCK_MONOTONIC)`).
-  func monotonicNow() -> Double {
+  package func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
