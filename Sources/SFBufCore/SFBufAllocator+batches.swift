@@ -59,10 +59,12 @@ extension SFBufAllocator {
   /// holding one reference to its page, exactly as that many misses would leave them (the
   /// counters count one miss and one remap per page). Never sleeps.
   ///
-  /// The run stops before the first page cached in a slot in use (or being mapped): that
-  /// page is the caller's next hit. A page cached in a *free* slot is dropped from that
-  /// slot's cache and mapped again in the run, which costs nothing more and keeps every page
-  /// in at most one slot.
+  /// When the first pages are already cached in order in adjacent slots (a run mapped them
+  /// before), they are taken as hits, with no mapping at all: a file sent again and again
+  /// costs no system call. Otherwise the run stops before the first page cached in a slot
+  /// in use (or being mapped): that page is the caller's next hit. A page cached in a
+  /// *free* slot out of order is dropped from that slot's cache and mapped again in the
+  /// run, which costs nothing more and keeps every page in at most one slot.
   ///
   /// Returns the first slot and the run's length `n` (slot `first + i` maps `page(i)` for
   /// `i < n`), or `nil` when no run is possible and the caller should allocate `page(0)`
@@ -81,6 +83,7 @@ extension SFBufAllocator {
     for i in 0..<limit { checkCaller(page(i), flags) }
     machine.lock()
     defer { machine.unlock() }
+    if let hits = runHit(limit: limit, flags, page: page) { return hits }
     var count = min(limit, nsfbufs)
     var cached = false
     for i in 0..<count {
@@ -118,6 +121,28 @@ extension SFBufAllocator {
       claim(first + i, for: page(i))
     }
     try mapClaimed(first, count: count, flags, page: page)
+    return (first, count)
+  }
+
+  /// The run as hits, when its first pages are cached in order in adjacent slots (as a run
+  /// left them), none of them being mapped: each is referenced as a lone hit would be, and
+  /// nothing is mapped. `nil` when fewer than 2 pages are so cached. Locked.
+  @inlinable
+  func runHit(limit: Int, _ flags: SFBufFlags, page: (Int) -> Page) -> (first: Int, count: Int)? {
+    let first = lookup(page(0))
+    guard first >= 0 else { return nil }
+    var count = 0
+    while count < min(limit, nsfbufs - first), lookup(page(count)) == first + count,
+      !isBeingMapped(first + count)
+    {
+      count += 1
+    }
+    guard count >= 2 else { return nil }
+    for s in first..<(first + count) {
+      referenceLocked(s)
+      applyCPURules(s, flags, hit: true)
+    }
+    book.pointee.counters.hits &+= count
     return (first, count)
   }
 }

@@ -195,6 +195,11 @@ extension SFBufAllocator {
     SlotLine.references(line(s).pointee.word.load(ordering: .relaxed)) > 0
   }
 
+  /// Whether a miss is mapping slot `s` outside the lock (hits on it must wait).
+  @inlinable func isBeingMapped(_ s: Int) -> Bool {
+    line(s).pointee.word.load(ordering: .relaxed) & SlotLine.mapping != 0
+  }
+
   /// Counts one more slot in use, `s`, and starts its new period of use.
   @inlinable func becameUsed(_ s: Int) {
     line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)

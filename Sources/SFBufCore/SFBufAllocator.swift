@@ -339,7 +339,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     // 1. Lookup first, after every wake-up too: a hit never fails.
     let cached = lookup(page)
     if cached >= 0 {
-      if line(cached).pointee.word.load(ordering: .relaxed) & SlotLine.mapping != 0 {
+      if isBeingMapped(cached) {
         // Another miss is mapping the page outside the lock: wait for it, then look again.
         awaitMapping(cached, &waiter)
         return .queued

@@ -110,14 +110,40 @@ struct BatchPolicyTests {
     // Freed one by one; a hit finds each.
     for i in 0..<4 { a.free(first + i) }
     #expect(try a.allocate(Key(n: 42)) == first + 2)
-    // A run stops before a page in use: 41 comes alone, so there is no run.
-    #expect(try a.allocateRun(count: 4) { Key(n: 41 + $0) } == nil)
-    // 39, 40, 41 come before it: a run of 3, taking 40 and 41 from the cache of free slots.
-    let cut = try #require(try a.allocateRun(count: 4) { Key(n: 39 + $0) })
-    #expect(cut.count == 3 && m.runMaps == 2)
-    for i in 0..<3 { #expect(a.cachedSlot(of: Key(n: 39 + i)) == cut.first + i) }
-    #expect(a.cachedSlot(of: Key(n: 42)) == first + 2)
+    // 41, 42, 43 are still cached in order in adjacent slots (one free, one in use): a run
+    // hit, with no mapping; 44 is not cached, so the run ends before it.
+    let again = try #require(try a.allocateRun(count: 4) { Key(n: 41 + $0) })
+    #expect(again == (first + 1, 3))
+    #expect(m.runMaps == 1 && m.maps == 0)
+    #expect(a.stats.hits == 4 && a.stats.misses == 4)
+    #expect(a.references(ofSlot: first + 2) == 2)
+    for s in again.first..<(again.first + again.count) { a.free(s) }
+    a.free(first + 2)
+    // A run stops before a page in use: 100, alone in its slot, is the caller's next hit.
+    _ = try a.allocate(Key(n: 100))
+    #expect(try a.allocateRun(count: 4) { Key(n: 100 + $0) } == nil)
+    // 40 in use: 38 and 39 come before it, a run of 2 (38 is not cached: no run hit).
+    _ = try a.allocate(Key(n: 40))
+    let cut = try #require(try a.allocateRun(count: 4) { Key(n: 38 + $0) })
+    #expect(cut.count == 2 && m.runMaps == 2)
+    for i in 0..<2 { #expect(a.cachedSlot(of: Key(n: 38 + i)) == cut.first + i) }
+    #expect(a.cachedSlot(of: Key(n: 40)) == first)
     #expect(a.stats.nsfbufsused == 4)
+    #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("a run hit does not take pages cached out of order")
+  func runHitNeedsOrder() throws {
+    let m = BatchRecordingMachine()
+    let a = SFBufAllocator(machine: m, nsfbufs: 16)
+    // 7 then 6, one by one: adjacent slots, but in the wrong order.
+    let s7 = try a.allocate(Key(n: 7))
+    let s6 = try a.allocate(Key(n: 6))
+    a.free(s7)
+    a.free(s6)
+    let run = try #require(try a.allocateRun(count: 2) { Key(n: 6 + $0) })
+    #expect(m.runMaps == 1, "mapped again as a run: \(run)")
+    #expect(a.stats.hits == 0)
     #expect(a.checkInvariants() == nil)
   }
 }

@@ -81,6 +81,30 @@ struct RunsTests {
   }
 
   @Test(
+    "the same run again is all hits: no mmap, the same slots, the right bytes",
+    arguments: [SFBufReclaimPolicy.faithful, .batched(batch: 8)])
+  func runHit(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 32, policy: policy)
+    let o = try taggedAnonymous(pages: 64)
+    var first: [Int] = []
+    try pool.allocateRun(of: o, pages: 4..<20) { first.append($0.slot!) }
+    let calls = pool.mapCalls
+    // Churn the rest of the window so that batched reclaim drops translations.
+    for i in 32..<48 { try pool.allocate(o.page(i)).free() }
+    for _ in 0..<3 {
+      var again: [Int] = []
+      try pool.allocateRun(of: o, pages: 4..<20) { buf in
+        #expect(readTag(buf) == tag(o, buf.pageIndex))
+        again.append(buf.slot!)
+      }
+      #expect(again == first)
+    }
+    #expect(pool.mapCalls == calls + 16, "only the churn mapped: \(pool.mapCalls - calls)")
+    #expect(pool.stats.hits == 48 && pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
+  @Test(
     "a run maps pages cached in free slots again, once each",
     arguments: [SFBufReclaimPolicy.faithful, .batched(batch: 8)])
   func cachedFreePages(policy: SFBufReclaimPolicy) throws {
