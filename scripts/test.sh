@@ -4,7 +4,7 @@
 # documentation, the bare-metal kernel under QEMU (and its mutant, which must be caught), and
 # the tool's handling of bad settings.
 #
-# Needs qemu-system-i386, socat, nc, sqlite3, libsqlite3-dev, curl and wrk; as root on Debian
+# Needs qemu-system-i386, socat, nc, sqlite3, libsqlite3-dev, curl, wrk and nginx; as root on Debian
 # it installs them when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ command -v sqlite3 >/dev/null || need+=(sqlite3)
 [ -f /usr/include/sqlite3ext.h ] || need+=(libsqlite3-dev)
 command -v curl >/dev/null || need+=(curl)
 command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "installing ${need[*]}"
@@ -30,7 +31,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 step "swift format lint"
-swift format lint --strict -r Package.swift Sources Tests kernel/Sources
+swift format lint --strict -r Package.swift Sources Tests kernel/Sources \
+  Benchmarks/HummingbirdServe
 
 step "Embedded build of SFBufCore (i686-unknown-none-elf)"
 swift build --target SFBufCore --scratch-path .build-embedded --triple i686-unknown-none-elf \

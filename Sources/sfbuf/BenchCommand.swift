@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     abstract: "Benchmark sf_buf against the alternatives, side by side.",
     subcommands: [
       BenchPagesCommand.self, BenchSendfileCommand.self, BenchSweepCommand.self,
-      BenchSQLiteCommand.self,
+      BenchSQLiteCommand.self, BenchServeCommand.self,
     ],
     defaultSubcommand: BenchPagesCommand.self
   )

@@ -51,6 +51,15 @@ enum SignalWatcher {
     state.locked { $0.cleanups.append(body) }
   }
 
+  private static let terminatingNow = Atomic<Bool>(false)
+
+  /// For a thread that finds its work failing because the clean-ups of a terminating
+  /// signal are running (its child was stopped): waits for the process to end by that
+  /// signal rather than exit with an error of its own. Returns at once otherwise.
+  static func yieldIfTerminating() {
+    while terminatingNow.load(ordering: .acquiring) { pause() }
+  }
+
   static func signalSet() -> sigset_t {
     var set = sigset_t()
     sigemptyset(&set)
@@ -72,6 +81,7 @@ enum SignalWatcher {
         graceful()
         continue
       }
+      terminatingNow.store(true, ordering: .releasing)
       let cleanups = state.locked { $0.cleanups }
       for c in cleanups { c() }
       signal(sig, SIG_DFL)
