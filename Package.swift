@@ -22,6 +22,8 @@ let package = Package(
     .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
     // `swift package generate-documentation`: the DocC catalogs of SFBufHost and SFBufCore.
     .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+    // Property-based tests of the HTTP parser (tests only).
+    .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
   ],
   targets: [
     // The portable allocator. Imports neither Glibc nor Foundation; builds as Embedded Swift.
@@ -96,7 +98,12 @@ let package = Package(
     // Threads, signals and bounded waits shared by the test targets.
     .target(
       name: "SFBufTestSupport", dependencies: ["CSFBufLinux"], path: "Tests/SFBufTestSupport"),
-    .testTarget(name: "SFHTTPTests", dependencies: ["SFHTTP", "SFBufTestSupport"]),
+    .testTarget(
+      name: "SFHTTPTests",
+      dependencies: [
+        "SFHTTP", "SFBufTestSupport",
+        .product(name: "PropertyBased", package: "swift-property-based"),
+      ]),
     .testTarget(
       name: "SFSendfileTests",
       dependencies: ["SFSendfile", "SFBufHost", "SFBufTestSupport"]),

@@ -14,7 +14,7 @@
   public struct FileServerOptions: Sendable {
     /// The folder served; nothing outside it is ever sent.
     public var root: FilePath
-    /// The numeric IPv4 address to listen on.
+    /// The numeric IPv4 or IPv6 address to listen on.
     public var host = "127.0.0.1"
     /// The port (0: one the kernel picks).
     public var port = 0

@@ -268,27 +268,27 @@
     /// The port it listens on (the one the kernel chose when asked for port 0).
     public let port: Int
 
-    /// Listens on `host` (numeric IPv4, default `127.0.0.1`) and `port` (0: any free port)
-    /// (`socket`, `bind` with `SO_REUSEADDR`, `listen`).
-    /// - Throws: ``SocketError`` (`EADDRINUSE`, `EACCES`, a bad address or port).
+    /// Listens on `host` (a numeric IPv4 or IPv6 address, default `127.0.0.1`; `::` or
+    /// `0.0.0.0` for all) and `port` (0: any free port) (`socket`, `bind` with
+    /// `SO_REUSEADDR`, `listen`).
+    /// - Throws: ``SocketError`` (`EADDRINUSE`, `EACCES`, `EADDRNOTAVAIL`, a bad address or
+    ///   port).
     public init(host: String = "127.0.0.1", port: Int = 0, backlog: Int = 16) throws(SocketError) {
-      let what = "listen \(host):\(port)"
+      let what = "listen " + (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
       guard (0...65535).contains(port) else { throw SocketError(what, .invalidArgument) }
-      var addr = sockaddr_in()
-      addr.sin_family = sa_family_t(AF_INET)
-      addr.sin_port = UInt16(port).bigEndian
-      guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+      var hints = addrinfo()
+      hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE | AI_NUMERICSERV
+      hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
+      var list: UnsafeMutablePointer<addrinfo>?
+      guard getaddrinfo(host, String(port), &hints, &list) == 0, let ai = list else {
         throw SocketError(what, .invalidArgument)
       }
+      defer { freeaddrinfo(list) }
       do throws(Errno) {
-        let fd = try Sys.tcpSocket(AF_INET)
+        let fd = try Sys.tcpSocket(ai.pointee.ai_family)
         do throws(Errno) {
           try Sys.setOption(fd, SOL_SOCKET, SO_REUSEADDR, Int32(1))
-          try withUnsafePointer(to: &addr) { p throws(Errno) in
-            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { a throws(Errno) in
-              try Sys.bind(fd, a, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-          }
+          try Sys.bind(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen)
           try Sys.listen(fd, CInt(backlog))
           self.port = try Sys.localPort(fd)
         } catch {

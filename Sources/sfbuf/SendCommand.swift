@@ -225,8 +225,7 @@ struct RecvCommand: ParsableCommand {
       if let listenFD {
         listener = try Listener(adopting: FileDescriptor(rawValue: listenFD))
       } else {
-        listener = try Listener(
-          adopting: FileDescriptor(rawValue: try listenSocket(host: host, port: port)))
+        listener = try Listener(host: host, port: port)
       }
     } catch {
       throw CommandFailure("cannot listen on \(Endpoint.text(host, port)): \(error.errno)")
@@ -312,31 +311,6 @@ private func openForWriting(_ path: String) throws -> FileDescriptor {
   } catch {
     throw CommandFailure("cannot open \(path): \(error)")
   }
-}
-
-/// A listening TCP socket on a numeric IPv4 or IPv6 address (`SO_REUSEADDR`, backlog 16).
-@inline(never)
-func listenSocket(host: String, port: Int) throws(SocketError) -> CInt {
-  let what = "listen \(Endpoint.text(host, port))"
-  var hints = addrinfo()
-  hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE | AI_NUMERICSERV
-  hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-  var list: UnsafeMutablePointer<addrinfo>?
-  guard getaddrinfo(host, String(port), &hints, &list) == 0, let ai = list else {
-    throw SocketError(what, .invalidArgument)
-  }
-  defer { freeaddrinfo(list) }
-  let fd = socket(
-    ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  if fd < 0 { throw SocketError(what, Errno(rawValue: errno)) }
-  var one: Int32 = 1
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-  if bind(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 || listen(fd, 16) != 0 {
-    let e = errno
-    close(fd)
-    throw SocketError(what, Errno(rawValue: e))
-  }
-  return fd
 }
 
 /// HOST:PORT, with HOST possibly in brackets (IPv6).

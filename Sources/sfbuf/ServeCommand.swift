@@ -24,7 +24,9 @@ struct ServeCommand: ParsableCommand {
 
   @Argument(help: ArgumentHelp("The folder to serve.", valueName: "root"))
   var root: String
-  @Option(help: ArgumentHelp("Numeric IPv4 address to listen on.", valueName: "address"))
+  @Option(
+    help: ArgumentHelp(
+      "Numeric IPv4 or IPv6 address to listen on (:: or 0.0.0.0: all).", valueName: "address"))
   var host = "127.0.0.1"
   @Option(help: ArgumentHelp("Port to listen on (0: any free port).", valueName: "port"))
   var port = 8080
@@ -80,7 +82,8 @@ struct ServeCommand: ParsableCommand {
     }
     SignalWatcher.onStatus { server.statusLines }
     SignalWatcher.onGracefulStop { server.stop() }
-    print("listening on http://\(host):\(server.port) (\(poolOptions.describe(pool)))")
+    let authority = host.contains(":") ? "[\(host)]" : host
+    print("listening on http://\(authority):\(server.port) (\(poolOptions.describe(pool)))")
     fflush(nil)
     server.run()
     if !accessLog {
