@@ -533,6 +533,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   slot's last reference is among them.
   /// - Precondition: as ``free(_:)``, for each slot (a slot may appear as many times as the
   ///   caller holds references to it).
+  @inlinable
   public func free(slots: UnsafeBufferPointer<Int>) {
     var locked = false
     var freed = 0
