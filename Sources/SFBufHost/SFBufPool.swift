@@ -472,7 +472,15 @@
     /// Frees every mapping now (`sf_buf_free` of each).
     public consuming func free() {}
 
-    deinit {
+    /// Frees every mapping now, taking the pool lock once for all of them, and keeps the
+    /// storage for the next ones: a reader that maps run after run into one batch makes no
+    /// heap allocation per run.
+    public mutating func removeAll() {
+      freeEntries()
+      count = 0
+    }
+
+    @usableFromInline func freeEntries() {
       switch pool.backing {
       case .window(let w, _):
         withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { slots in
@@ -483,6 +491,10 @@
         for i in 0..<count { entries[i].object.release() }
       }
       entries.deinitialize(count: count)
+    }
+
+    deinit {
+      freeEntries()
       entries.deallocate()
     }
   }

@@ -32,8 +32,11 @@ struct BenchPagesCommand: ParsableCommand {
       8 x nsfbufs pages; one word), zipf (Zipf(0.99) over 16 x nsfbufs pages; one word), \
       seq (each thread scans its share of 16 x nsfbufs pages in order, reading every word \
       of every page). pread reads what the access reads (8 bytes, or the whole page for \
-      seq). --workload, --threads and --peer measure a part of the table (direct and \
-      pread are always measured: the ratios need them).
+      seq). Peers: direct, pread, mmap (+munmap per access), the window with the \
+      faithful and the batched policy (page runs on seq), and on seq also ahead: the \
+      batched window with map-ahead, a helper thread mapping and populating the next run \
+      while the reader reads this one. --workload, --threads and --peer measure a part of \
+      the table (direct and pread are always measured: the ratios need them).
 
       --json prints one object, keys sorted: {"schema": "sfbuf-bench-pages/2", "config": \
       {...}, "tlbCounter": bool, "allocationsCounted": bool, "cells": [{"workload", \
@@ -139,6 +142,8 @@ struct BenchPagesCommand: ParsableCommand {
 /// What one access does.
 enum BenchPeer: String, CaseIterable, ExpressibleByArgument {
   case direct, pread, mmap, faithful, batched
+  /// The batched window with map-ahead (`SFBufReadAhead`): the sequential scan only.
+  case ahead
 }
 
 /// The access pattern.
@@ -173,7 +178,7 @@ struct BenchCell {
       ? .nan : v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
   }
   var pages: Int { trials.reduce(0) { $0 + $1.pages } }
-  var isWindow: Bool { peer == .faithful || peer == .batched }
+  var isWindow: Bool { peer == .faithful || peer == .batched || peer == .ahead }
   var hitRate: Double? {
     let h = trials.reduce(0) { $0 + $1.hits }
     let m = trials.reduce(0) { $0 + $1.misses }
@@ -297,7 +302,7 @@ final class PageBench: @unchecked Sendable {
     switch p {
     case .direct: direct
     case .faithful: faithful
-    case .batched: batched
+    case .batched, .ahead: batched
     default: nil
     }
   }
@@ -307,7 +312,7 @@ final class PageBench: @unchecked Sendable {
     var cells: [BenchCell] = []
     for w in workloads {
       for threads in threadCounts {
-        for p in peers {
+        for p in peers where p != .ahead || w == .seq {
           cells.append(BenchCell(workload: w, threads: threads, peer: p))
         }
       }
@@ -416,13 +421,23 @@ final class PageBench: @unchecked Sendable {
         calls += 2
       }
     case .batched where whole:
+      // Each run mapped into one batch, and freed in one step (one lock) before the next.
+      var run = SFBufBatch(pool: pool!, capacity: runLength)
       var k = 0
       while k < n {
         let m = min(runLength, n - k)
-        try! pool!.allocateRun(of: object, pages: seq[k]..<(seq[k] + m)) { buf in
-          acc &+= benchSumPage(buf.address)
-        }
+        try! pool!.allocateRun(of: object, pages: seq[k]..<(seq[k] + m)) { run.append($0) }
+        for j in 0..<run.count { acc &+= benchSumPage(run.address(j)) }
+        run.removeAll()
         k += m
+      }
+    case .ahead where whole:
+      // The same runs, mapped (and their page-table entries filled) by a helper thread
+      // while this one reads the run before.
+      let ahead = try! SFBufReadAhead(
+        pool: pool!, object: object, pages: seq[0]..<(seq[0] + n), runLength: runLength)
+      while let run = try! ahead.next() {
+        for j in 0..<run.count { acc &+= benchSumPage(run.address(j)) }
       }
     default:
       let pool = pool!
