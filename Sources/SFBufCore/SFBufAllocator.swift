@@ -222,11 +222,14 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   ``SFBufError/mappingRefused(errno:)``.
   @inlinable
   public func allocate(_ page: Page, flags: SFBufFlags = []) throws(SFBufError) -> Int {
-    checkCaller(page, flags)
+    checkPinned(flags)
     if !Machine.tracksTLBs {
+      // A page mapped in a slot in use is wired: its holders keep it wired while they hold
+      // the mapping, so the wire check (several dependent loads) waits for the other paths.
       let s = referenceIfInUse(page)
       if s >= 0 { return s }
     }
+    checkWired(page)
     var waiter: Waiter? = nil
     machine.lock()
     while true {
@@ -496,10 +499,18 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   @inlinable func checkCaller(_ page: Page, _ flags: SFBufFlags) {
+    checkPinned(flags)
+    checkWired(page)
+  }
+
+  @inlinable func checkPinned(_ flags: SFBufFlags) {
     if flags.contains(.cpuPrivate) && !machine.isPinned {
       fatalError(
         "sf_buf_alloc: SFB_CPUPRIVATE from a thread that is not pinned (call sched_pin first)")
     }
+  }
+
+  @inlinable func checkWired(_ page: Page) {
     if !machine.isWired(page) {
       fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
     }
