@@ -35,7 +35,8 @@ struct BenchPagesCommand: ParsableCommand {
       seq). Peers: direct, pread, mmap (+munmap per access), the window with the \
       faithful and the batched policy (page runs on seq), and on seq also ahead: the \
       batched window with map-ahead, a helper thread mapping and populating the next run \
-      while the reader reads this one. --workload, --threads and --peer measure a part of \
+      while the reader reads this one, and c, the same runs mapped and summed by a C loop \
+      with no library (the kernel's share of the cost). --workload, --threads and --peer measure a part of \
       the table (direct and pread are always measured: the ratios need them).
 
       --json prints one object, keys sorted: {"schema": "sfbuf-bench-pages/2", "config": \
@@ -144,6 +145,9 @@ enum BenchPeer: String, CaseIterable, ExpressibleByArgument {
   case direct, pread, mmap, faithful, batched
   /// The batched window with map-ahead (`SFBufReadAhead`): the sequential scan only.
   case ahead
+  /// The scan's runs mapped and summed by a C loop with no library (`sfb_c_scan`): what
+  /// the kernel costs. The sequential scan only.
+  case c
 }
 
 /// The access pattern.
@@ -312,7 +316,7 @@ final class PageBench: @unchecked Sendable {
     var cells: [BenchCell] = []
     for w in workloads {
       for threads in threadCounts {
-        for p in peers where p != .ahead || w == .seq {
+        for p in peers where (p != .ahead && p != .c) || w == .seq {
           cells.append(BenchCell(workload: w, threads: threads, peer: p))
         }
       }
@@ -431,6 +435,11 @@ final class PageBench: @unchecked Sendable {
         run.removeAll()
         k += m
       }
+    case .c where whole:
+      let bytes = nsfbufs * vmPageSize
+      let window = mmap(nil, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+      acc &+= sfb_c_scan(fd, seq[0], n, runLength, window, nsfbufs)
+      munmap(window, bytes)
     case .ahead where whole:
       // The same runs, mapped (and their page-table entries filled) by a helper thread
       // while this one reads the run before.

@@ -18,4 +18,13 @@ void sfb_count_allocation(size_t size);
 /// Heap allocations counted on the calling thread so far (0 until the hook is installed).
 uint64_t sfb_thread_allocations(void);
 
+/// The C peer of `sfbuf bench pages`' sequential scan, for measuring what the library adds
+/// to the kernel's cost: maps pages `first ..< first + count` of `fd` in runs of `run`
+/// pages with one `mmap(MAP_FIXED)` each, into a region of `window_pages` pages at
+/// `window` (reserved by the caller) that it goes round as the window's batched policy
+/// does, and sums every 8-byte word of every page. No reference counts, no lock, no
+/// bookkeeping: the same system calls and the same reads. Returns the sum, or 0 with errno
+/// set when a mapping is refused.
+uint64_t sfb_c_scan(int fd, long first, long count, long run, void *window, long window_pages);
+
 #endif
