@@ -35,7 +35,7 @@ struct BenchServeCommand: ParsableCommand {
       """
   )
 
-  @Option(help: ArgumentHelp("Seconds of load per run (whole seconds).", valueName: "seconds"))
+  @Option(help: ArgumentHelp("Seconds of load per run (whole seconds).", valueName: "time"))
   var seconds = 3
   @Option(help: ArgumentHelp("Runs of every server on every file.", valueName: "count"))
   var rounds = 3

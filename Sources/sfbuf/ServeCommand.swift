@@ -28,7 +28,7 @@ struct ServeCommand: ParsableCommand {
     help: ArgumentHelp(
       "Numeric IPv4 or IPv6 address to listen on (:: or 0.0.0.0: all).", valueName: "address"))
   var host = "127.0.0.1"
-  @Option(help: ArgumentHelp("Port to listen on (0: any free port).", valueName: "port"))
+  @Option(help: ArgumentHelp("Port to listen on (0: any free port).", valueName: "number"))
   var port = 8080
   @Option(help: ArgumentHelp("Event loops, one thread each (1...64).", valueName: "count"))
   var threads = 2

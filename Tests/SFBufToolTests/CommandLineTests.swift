@@ -114,6 +114,7 @@ struct CommandLineTests {
   func help() throws {
     for command in [
       ["run"], ["send"], ["recv"], ["bench", "pages"], ["bench", "sendfile"], ["sim"],
+      ["bench", "serve"], ["serve"],
     ] {
       let r = try runTool(command + ["--help"])
       let text = r.stdout
