@@ -97,6 +97,9 @@
     private var remainder: Range<Int>? = nil
     /// The helper found the window full: it waits for the reader before trying again.
     private var starved = false
+    /// The reader is mapping a run itself, and may sleep for slots: the helper must not
+    /// take any meanwhile.
+    private var readerMapping = false
     private var stopping = false
     private var helper = pthread_t()
     private var ahead = 0
@@ -165,15 +168,12 @@
           return nil
         }
         if nextClaim == k {
-          // Nobody has it, and no later run is mapped: map it here, sleeping for slots if
-          // need be.
+          // Nobody has it, and no later run is mapped: map it here.
           nextClaim += 1
           nextTake += 1
           byReader += 1
           starved = false
-          pthread_cond_broadcast(changed)
-          pthread_mutex_unlock(mutex)
-          return try pool.allocateBatch(of: object, pages: pages(ofRun: k))
+          return try mapHere(pages(ofRun: k))
         }
         if entries[k % depth] == .ready {
           let run = (ring + k % depth).move()
@@ -199,13 +199,18 @@
       }
     }
 
-    /// Maps `want` for the reader, which found the window full when its run was mapped
-    /// ahead. Later runs may be holding slots in the ring: it tries without sleeping first;
-    /// failing that, it gives every run mapped ahead back (they will be mapped again) and
-    /// stops the read-ahead until the next call, so that what it sleeps for is held by
-    /// others only. Locked on entry, unlocked on return.
+    /// Maps `want` for the reader, sleeping for slots if need be. The helper claims nothing
+    /// meanwhile, and runs already mapped ahead are given back first when the window cannot
+    /// take `want` without sleeping (they will be mapped again), so that what the reader
+    /// sleeps for is held by others only. Locked on entry, unlocked on return.
     private func mapHere(_ want: Range<Int>) throws(SFBufError) -> SFBufBatch {
-      starved = true
+      readerMapping = true
+      defer {
+        pthread_mutex_lock(mutex)
+        readerMapping = false
+        pthread_cond_broadcast(changed)
+        pthread_mutex_unlock(mutex)
+      }
       while entries.contains(.mapping) { pthread_cond_wait(changed, mutex) }
       guard entries.contains(.ready) else {
         pthread_mutex_unlock(mutex)
@@ -268,7 +273,9 @@
     private func helperLoop() {
       pthread_mutex_lock(mutex)
       while true {
-        while !stopping && (!canClaim || starved) { pthread_cond_wait(changed, mutex) }
+        while !stopping && (!canClaim || starved || readerMapping) {
+          pthread_cond_wait(changed, mutex)
+        }
         if stopping { break }
         mapClaimed()
       }

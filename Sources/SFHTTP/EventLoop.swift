@@ -172,15 +172,29 @@
     }
 
     func handle(_ c: Connection, _ events: UInt32) {
-      if c.sending {
-        if events & EventLoop.error != 0 {
+      if events & EventLoop.error != 0 {
+        if options.zeroCopy {
+          // MSG_ZEROCOPY's completions wait on the socket's error queue and raise EPOLLERR
+          // (level-triggered: until they are read). Reap them; only a pending socket error
+          // ends the connection.
+          c.socket.reapCompletions()
+          if socketError(c.fd) != 0 {
+            close(c)
+            return
+          }
+        } else if c.sending {
           close(c)
           return
         }
-        send(c)
-      } else {
-        read(c)
       }
+      if c.sending { send(c) } else { read(c) }
+    }
+
+    /// The socket's pending error (`SO_ERROR`, which reading clears), 0 for none.
+    func socketError(_ fd: CInt) -> Int32 {
+      var e: Int32 = 0
+      var len = socklen_t(MemoryLayout<Int32>.size)
+      return getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 ? e : errno
     }
 
     /// Reads what the socket has, then serves every whole request in it.

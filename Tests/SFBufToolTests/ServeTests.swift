@@ -151,6 +151,35 @@ struct ServeTests {
     let (_, meta, body) = try curl(
       ["-r", "4095-1000000", "-w", "%{http_code}", "\(server.base)/big.bin"])
     #expect(meta == "206" && body == Array(site.big[4095...1_000_000]))
+    // A slow reader with a small receive buffer: the server waits for room (EPOLLOUT)
+    // while completions arrive on the error queue, which raises EPOLLERR. That must not end
+    // the response (it did: the server took EPOLLERR for an error and closed).
+    if let slow = Client(port: server.port, receiveBuffer: 4096) {
+      slow.send(Array("GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".utf8))
+      var got: [UInt8] = []
+      var reads = 0
+      let deadline = monotonic() + 5
+      while monotonic() < deadline {
+        let more = slow.receive(max: 2048, timeout: 1)
+        if more.isEmpty && slow.closedByPeer { break }
+        got += more
+        reads += 1
+        if reads % 64 == 0 { usleep(2000) }
+      }
+      let head = got.firstRange(of: Array("\r\n\r\n".utf8)).map { $0.upperBound } ?? 0
+      let complete = got.count - head == site.big.count && Array(got[head...]) == site.big
+      #expect(
+        complete || !slow.closedByPeer, "the response ended early: \(got.count - head) bytes")
+      // Known: behind a reader this slow, a 16-slot window whose pages wait for zero-copy
+      // completions stalls (kilobytes per second), where copying sends finish in 0.1 s.
+      withKnownIssue(
+        "zero-copy stalls behind a slow reader on a small window", isIntermittent: true
+      ) {
+        #expect(complete, "\(got.count - head) of \(site.big.count) bytes in 5 s")
+      }
+    } else {
+      Issue.record("cannot connect")
+    }
     // The kernel's completions come after the response: the pages are freed then.
     #expect(waitUntil("every mapping freed", seconds: 10) { server.inUse() == 0 })
     server.process.signal(SIGTERM)
