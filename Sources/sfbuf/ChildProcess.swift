@@ -87,23 +87,15 @@ final class ChildProcess: Sendable {
   func waitForLine(timeout: Double, _ want: (String) -> Bool) throws -> String {
     let deadline = now() + timeout
     var pending: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
       while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
         let line = String(decoding: pending[..<nl], as: UTF8.self)
         pending.removeSubrange(...nl)
         if want(line) { return line }
       }
-      let left = deadline - now()
-      guard left > 0 else { throw failure("printed no such line in \(Int(timeout)) s") }
-      var p = pollfd(fd: output.rawValue, events: Int16(POLLIN), revents: 0)
-      let ready = poll(&p, 1, Int32(min(left, 1) * 1000) + 1)
-      if ready < 0 && errno != EINTR { throw failure("poll: \(Errno(rawValue: errno))") }
-      guard ready > 0 else { continue }
-      let n = chunk.withUnsafeMutableBytes { read(output.rawValue, $0.baseAddress, $0.count) }
-      if n < 0 && errno == EINTR { continue }
-      guard n > 0 else { throw failure("ended its output first") }
-      pending += chunk[0..<n]
+      guard let more = try readSome(until: deadline, "printed no such line in \(Int(timeout)) s")
+      else { throw failure("ended its output first") }
+      pending += more
     }
   }
 
@@ -111,18 +103,25 @@ final class ChildProcess: Sendable {
   func readAll(timeout: Double) throws -> String {
     let deadline = now() + timeout
     var all: [UInt8] = []
+    while let more = try readSome(until: deadline, "did not finish in \(Int(timeout)) s") {
+      all += more
+    }
+    return String(decoding: all, as: UTF8.self)
+  }
+
+  /// The next bytes of standard output, or nil at its end; throws `late` at `deadline`.
+  private func readSome(until deadline: Double, _ late: String) throws -> [UInt8]? {
     var chunk = [UInt8](repeating: 0, count: 16384)
     while true {
       let left = deadline - now()
-      guard left > 0 else { throw failure("did not finish in \(Int(timeout)) s") }
+      guard left > 0 else { throw failure(late) }
       var p = pollfd(fd: output.rawValue, events: Int16(POLLIN), revents: 0)
       let ready = poll(&p, 1, Int32(min(left, 1) * 1000) + 1)
       if ready < 0 && errno != EINTR { throw failure("poll: \(Errno(rawValue: errno))") }
       guard ready > 0 else { continue }
       let n = chunk.withUnsafeMutableBytes { read(output.rawValue, $0.baseAddress, $0.count) }
       if n < 0 && errno == EINTR { continue }
-      if n <= 0 { return String(decoding: all, as: UTF8.self) }
-      all += chunk[0..<n]
+      return n > 0 ? Array(chunk[0..<n]) : nil
     }
   }
 
