@@ -90,6 +90,15 @@ struct BenchServeCommand: ParsableCommand {
 
   func run() throws {
     SignalWatcher.start()
+    do { try measure() } catch {
+      // Ctrl-C stops the servers and wrk under the work in progress, which then fails: the
+      // process must end by the signal, not by that failure.
+      SignalWatcher.yieldIfTerminating()
+      throw error
+    }
+  }
+
+  private func measure() throws {
     let servers = Self.servers.filter { !without.contains($0) }
     let secs = quick ? 1 : seconds
     let reps = quick ? 1 : rounds
