@@ -42,6 +42,9 @@
 
     /// Starts the helper thread.
     /// - Parameters:
+    ///   - pool: where the mappings come from.
+    ///   - object: the object read.
+    ///   - pages: the pages read, in order; wired for as long as the reader lives.
     ///   - runLength: pages per run (at least 1). On a window, at most
     ///     `nsfbufs / (depth + 2)`, so that the runs mapped ahead, the run the reader holds
     ///     and the one it maps can never fill the window by themselves.
@@ -49,7 +52,7 @@
     ///     finds its next run still being mapped maps a later one meanwhile; on the 2-CPU
     ///     machine this was measured on, the two threads' `mmap` calls then contend for the
     ///     process's mapping lock and the scan got slower, hence the default of 1.
-    /// - Throws: ``SFBufError/mappingRefused(errno:)`` with the error of `pthread_create`
+    /// - Throws: `SFBufError.mappingRefused(errno:)` with the error of `pthread_create`
     ///   when no thread can be started.
     public init(
       pool: SFBufPool, object: VMObject, pages: Range<Int>, runLength: Int = 64, depth: Int = 1
