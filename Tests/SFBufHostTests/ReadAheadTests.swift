@@ -85,10 +85,34 @@ struct ReadAheadTests {
     #expect(pool.freeSlots == 0)
     let holder = Mutex<SFBufBatch?>(held)
     let letGo = Thread.after(milliseconds: 200) { holder.withLock { $0 = nil } }
-    let ahead = try SFBufReadAhead(pool: pool, object: o, pages: 0..<200, runLength: 8)
-    try readAll(ahead, o, expecting: 0..<200)
+    // The reader sleeps for slots: on a thread of its own, so that a lost wake-up (the
+    // mutant CI runs) fails this test within a bound instead of hanging it.
+    let read = Atomic<Int>(-1)
+    let byReader = Atomic<Int>(0)
+    let reader = Thread.after(milliseconds: 0) {
+      let ahead = try! SFBufReadAhead(pool: pool, object: o, pages: 0..<200, runLength: 8)
+      defer { byReader.store(ahead.counts.byReader, ordering: .releasing) }
+      var next = 0
+      while let run = try! ahead.next() {
+        for i in 0..<run.count {
+          let page = run.page(i)
+          guard page.index == next, run.address(i).load(as: UInt64.self) == tag(o, next) else {
+            read.store(-2 - next, ordering: .releasing)
+            return
+          }
+          next += 1
+        }
+      }
+      read.store(next, ordering: .releasing)
+    }
+    let finished = waitUntil("the reader to finish", seconds: 30) {
+      read.load(ordering: .acquiring) != -1
+    }
     letGo.join()
-    #expect(ahead.counts.byReader >= 1, "the reader mapped at least its first run itself")
+    guard finished else { return }
+    reader.join()
+    #expect(read.load(ordering: .acquiring) == 200, "-2 - n: page n out of place or wrong")
+    #expect(byReader.load(ordering: .acquiring) >= 1, "the reader mapped its first run itself")
     #expect(pool.stats.nsfbufsused == 0)
   }
 
@@ -105,7 +129,14 @@ struct ReadAheadTests {
     let churn = Thread.after(milliseconds: 0) {
       var rng = SystemRandomNumberGenerator()
       while !done.load(ordering: .relaxed) {
-        let a = try! pool.allocate(other.page(Int.random(in: 0..<64, using: &rng)))
+        // Never sleeping (a lost wake-up must not hang the test): retry instead.
+        guard
+          let a = try? pool.allocate(
+            other.page(Int.random(in: 0..<64, using: &rng)), flags: .noWait)
+        else {
+          usleep(50)
+          continue
+        }
         do {
           let b = try pool.allocate(
             other.page(Int.random(in: 0..<64, using: &rng)), flags: .noWait)
