@@ -130,8 +130,8 @@ extension SFBufAllocator {
   @inlinable
   func runHit(limit: Int, _ flags: SFBufFlags, page: (Int) -> Page) -> (first: Int, count: Int)? {
     let first = lookup(page(0))
-    guard first >= 0 else { return nil }
-    var count = 0
+    guard first >= 0, !isBeingMapped(first) else { return nil }
+    var count = 1
     while count < min(limit, nsfbufs - first), lookup(page(count)) == first + count,
       !isBeingMapped(first + count)
     {

@@ -306,7 +306,6 @@ struct BenchServeCommand: ParsableCommand {
       throw error
     }
     let status = p.stop(signal: nil)
-    if status != 0 { SignalWatcher.yieldIfTerminating() }
     guard status == 0,
       let line = text.split(separator: "\n").last(where: { $0.hasPrefix("SFBUF-WRK ") })
     else {
@@ -419,28 +418,29 @@ struct ServeReport: Encodable {
     var connections: Int
     var unit: String
     var results: [Result]
-    func result(_ server: String) -> Result? { results.first { $0.server == server } }
-    var ratios: [String: Figure<Double>] {
+    /// Ratios of medians, null where a server was left out.
+    var ratios: [String: Figure<Double>]
+
+    init(file: String, bytes: Int, connections: Int, unit: String, results: [Result]) {
+      self.file = file
+      self.bytes = bytes
+      self.connections = connections
+      self.unit = unit
+      self.results = results
       func r(_ a: String, _ b: String) -> Figure<Double> {
-        guard let x = result(a), let y = result(b) else { return Figure(nil) }
+        guard let x = results.first(where: { $0.server == a }),
+          let y = results.first(where: { $0.server == b })
+        else { return Figure(nil) }
         return Figure(x.median / y.median)
       }
-      return [
+      ratios = [
         "windowVsNginx": r("sfbuf_window", "nginx"), "directVsNginx": r("sfbuf_direct", "nginx"),
         "windowVsHummingbird": r("sfbuf_window", "hummingbird"),
         "directVsHummingbird": r("sfbuf_direct", "hummingbird"),
       ]
     }
-    enum CodingKeys: String, CodingKey { case file, bytes, connections, unit, results, ratios }
-    func encode(to encoder: any Encoder) throws {
-      var c = encoder.container(keyedBy: CodingKeys.self)
-      try c.encode(file, forKey: .file)
-      try c.encode(bytes, forKey: .bytes)
-      try c.encode(connections, forKey: .connections)
-      try c.encode(unit, forKey: .unit)
-      try c.encode(results, forKey: .results)
-      try c.encode(ratios, forKey: .ratios)
-    }
+
+    func result(_ server: String) -> Result? { results.first { $0.server == server } }
   }
 }
 
@@ -476,13 +476,7 @@ final class BenchSite: Sendable {
   }
 
   func writeText(_ file: String, _ text: String) throws {
-    do {
-      let fd = try FileDescriptor.open(
-        file, .writeOnly, options: [.create, .truncate],
-        permissions: [.ownerReadWrite, .groupRead, .otherRead])
-      defer { try? fd.close() }
-      _ = try fd.writeAll(Array(text.utf8))
-    } catch { throw CommandFailure("cannot write \(file): \(error)") }
+    try create(file) { fd in _ = try fd.writeAll(Array(text.utf8)) }
   }
 
   /// A file of `bytes` pseudo-random bytes under the root.
@@ -494,18 +488,25 @@ final class BenchSite: Sendable {
         b.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self)
       }
     }
-    do {
-      let fd = try FileDescriptor.open(
-        root + "/" + name, .writeOnly, options: [.create, .truncate],
-        permissions: [.ownerReadWrite, .groupRead, .otherRead])
-      defer { try? fd.close() }
+    try create(root + "/" + name) { fd in
       var left = bytes
       while left > 0 {
         let n = min(left, block.count)
         _ = try block[0..<n].withUnsafeBytes { try fd.writeAll($0) }
         left -= n
       }
-    } catch { throw CommandFailure("cannot write \(root)/\(name): \(error)") }
+    }
+  }
+
+  /// Creates (or empties) `path`, readable by all (nginx's workers), and fills it.
+  private func create(_ path: String, _ fill: (FileDescriptor) throws -> Void) throws {
+    do {
+      let fd = try FileDescriptor.open(
+        path, .writeOnly, options: [.create, .truncate],
+        permissions: [.ownerReadWrite, .groupRead, .otherRead])
+      defer { try? fd.close() }
+      try fill(fd)
+    } catch { throw CommandFailure("cannot write \(path): \(error)") }
   }
 
   /// Removes the folder and everything in it (it holds files only, one level deep, and

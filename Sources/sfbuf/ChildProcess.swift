@@ -156,7 +156,6 @@ final class ChildProcess: Sendable {
   }
 
   private func failure(_ what: String) -> CommandFailure {
-    SignalWatcher.yieldIfTerminating()
     let tail = errorTail()
     return CommandFailure("\(name) \(what)" + (tail.isEmpty ? "" : ":\n\(tail)"))
   }
