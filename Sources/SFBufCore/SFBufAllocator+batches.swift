@@ -72,7 +72,9 @@ extension SFBufAllocator {
   /// use, or no block of `n` slots aligned to `n` is free (and unpromised to woken
   /// sleepers). The block tried first is the one holding the least recently freed slot.
   ///
-  /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned.
+  /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. Each
+  ///   page is checked as the run reaches it (with the lock held), so pages past the run's
+  ///   end are checked by the calls that map them.
   /// - Throws: ``SFBufError/mappingRefused(errno:)``: the slots went back to the pool.
   /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block.
   @inlinable
@@ -80,18 +82,22 @@ extension SFBufAllocator {
     count limit: Int, flags: SFBufFlags = [], page: (Int) -> Page
   ) throws(SFBufError) -> (first: Int, count: Int)? {
     guard Machine.mapsRuns, limit >= 2 else { return nil }
-    for i in 0..<limit { checkCaller(page(i), flags) }
+    checkPinned(flags)
     machine.lock()
     defer { machine.unlock() }
     if let hits = runHit(limit: limit, flags, page: page) { return hits }
     var count = min(limit, nsfbufs)
     var cached = false
     for i in 0..<count {
-      let s = lookup(page(i))
+      // Each page is made once for its wire check and its lookup; a page after the run's
+      // end is checked by the call that maps it.
+      let p = page(i)
+      let s = lookup(p)
       if s >= 0 && isInUse(s) {
         count = i
         break
       }
+      checkWired(p)
       cached = cached || s >= 0
     }
     guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
@@ -139,6 +145,8 @@ extension SFBufAllocator {
     }
     guard count >= 2 else { return nil }
     for s in first..<(first + count) {
+      // A page in use is wired by its holders; one cached in a free slot may not be.
+      if !isInUse(s) { checkWired(state(s).pointee.page!) }
       referenceLocked(s)
       applyCPURules(s, flags, hit: true)
     }

@@ -237,9 +237,9 @@
           }
         }
         while i < count {
-          let page = object.page(lower + i)
           let buf = SFBuf(
-            pool: self, slot: first + i, page: page, address: base + (first + i) * pageSize)
+            pool: self, slot: first + i, object: object, pageIndex: lower + i,
+            address: base + (first + i) * pageSize)
           i += 1
           try body(buf)
         }
@@ -338,6 +338,19 @@
         _slot = -1
       }
       self.pageIndex = page.index
+      self.address = address
+    }
+
+    /// A mapping in window slot `slot`, held by the slot (nothing retained).
+    @inlinable
+    init(
+      pool: SFBufPool, slot: Int, object: VMObject, pageIndex: Int,
+      address: UnsafeMutableRawPointer
+    ) {
+      _pool = Unmanaged.passUnretained(pool)
+      _object = Unmanaged.passUnretained(object)
+      _slot = slot
+      self.pageIndex = pageIndex
       self.address = address
     }
 

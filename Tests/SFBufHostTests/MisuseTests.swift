@@ -78,6 +78,40 @@ struct MisuseTests {
     }
   }
 
+  /// A page run checks each page as it reaches it: here page 3 of 0..<8.
+  @Test("a page run over a page that is not wired")
+  func unwiredInRun() async {
+    let result = await #expect(
+      processExitsWith: .failure, observing: [\.standardErrorContent]
+    ) {
+      let pool = try! SFBufPool(nsfbufs: 8, policy: .batched(batch: 8))
+      let o = try! VMObject.anonymous(size: 8 * vmPageSize)
+      for i in 0..<8 where i != 3 { try! o.page(i).wire() }
+      _ = try? pool.allocateBatch(of: o, pages: 0..<8)
+    }
+    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(message.contains("sf_buf_alloc: the page is not wired"), "the trap names the misuse")
+  }
+
+  /// A run taken as hits from free slots that still cache its pages: a page unwired since
+  /// it was freed is caught, though nothing is mapped.
+  @Test("a page run taken as hits over a cached page that is no longer wired")
+  func unwiredRunHit() async {
+    let result = await #expect(
+      processExitsWith: .failure, observing: [\.standardErrorContent]
+    ) {
+      let pool = try! SFBufPool(nsfbufs: 4, policy: .batched(batch: 4))
+      let o = try! VMObject.anonymous(size: 4 * vmPageSize)
+      for i in 0..<4 { try! o.page(i).wire() }
+      var batch = try! pool.allocateBatch(of: o, pages: 0..<4)
+      batch.removeAll()
+      o.page(2).unwire()
+      _ = try? pool.allocateBatch(of: o, pages: 0..<4)
+    }
+    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(message.contains("sf_buf_alloc: the page is not wired"), "the trap names the misuse")
+  }
+
   @Test("allocating a page that is not wired (direct map)")
   func unwiredDirect() async {
     await #expect(processExitsWith: .failure) {
