@@ -174,17 +174,21 @@ public protocol SFBufMachine: AnyObject {
 
   // MARK: Slots in use (optional)
 
-  /// A slot went from free to in use (its first reference). *Locked.* A machine that keeps
-  /// something alive while slots are in use (the host keeps its pool) takes it here.
-  func slotBecameUsed()
+  /// The window went from no slot in use to one (`nsfbufsused` from 0 to 1). *Locked.* A
+  /// machine that keeps something alive while slots are in use (the host keeps its pool)
+  /// takes it here: once for the whole period, not once per slot, so that threads mapping
+  /// pages at once do not share a reference count that changes on every page.
+  func windowBecameBusy()
 
-  /// `count` slots went from in use to free (their last references dropped). Called without
-  /// the lock by ``SFBufAllocator/free(_:)`` and ``SFBufAllocator/free(slots:)``, as their
-  /// last action, so the machine may let go of the last reference to the allocator's owner
-  /// here. Inside an allocation (a lock-free hit that lost a race with a recycling, a
-  /// refused mapping) it may be called with the lock held: the allocation's caller keeps the
-  /// allocator alive then.
-  func slotsBecameFree(_ count: Int)
+  /// The window went back to no slot in use (`nsfbufsused` to 0). Called without the lock
+  /// by ``SFBufAllocator/free(_:)`` and ``SFBufAllocator/free(slots:)``, as their last
+  /// action, so the machine may let go of the last reference to the allocator's owner here.
+  /// Inside an allocation (a lock-free hit that lost a race with a recycling, a refused
+  /// mapping) it may be called with the lock held: the allocation's caller keeps the
+  /// allocator alive then. Calls made without the lock may come after the next
+  /// ``windowBecameBusy()``: the two alternate under the lock, and every busy period gets
+  /// exactly one of each.
+  func windowBecameIdle()
 }
 
 extension SFBufMachine {
@@ -198,11 +202,11 @@ extension SFBufMachine {
   /// By default a machine maps only with the lock held.
   @inlinable public static var mapsConcurrently: Bool { false }
 
-  /// By default nothing is kept alive per slot in use.
-  @inlinable public func slotBecameUsed() {}
+  /// By default nothing is kept alive while slots are in use.
+  @inlinable public func windowBecameBusy() {}
 
-  /// By default nothing is kept alive per slot in use.
-  @inlinable public func slotsBecameFree(_ count: Int) {}
+  /// By default nothing is kept alive while slots are in use.
+  @inlinable public func windowBecameIdle() {}
 
   /// Never called when ``mapsRuns`` is false.
   public func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool {

@@ -109,9 +109,9 @@ extension SFBufAllocator {
             if state(s).pointee.page == page { return s }
             if !dropReferenceIfNotLast(s, hit: true) {
               machine.lock()
-              let last = dropReferenceLocked(s, hit: true)
+              let idle = dropReferenceLocked(s, hit: true) && isIdle
               machine.unlock()
-              if last { machine.slotsBecameFree(1) }
+              if idle { machine.windowBecameIdle() }
             }
             return -1
           }
@@ -189,6 +189,9 @@ extension SFBufAllocator {
     }
   }
 
+  /// Whether no slot is in use (the window went idle when a drop made this true). Locked.
+  @inlinable var isIdle: Bool { book.pointee.counters.nsfbufsused == 0 }
+
   /// Whether slot `s` has a reference. A free slot's word does not change without the lock,
   /// so with the lock held a `false` stays true.
   @inlinable func isInUse(_ s: Int) -> Bool {
@@ -203,7 +206,7 @@ extension SFBufAllocator {
   /// Counts one more slot in use, `s`, and starts its new period of use.
   @inlinable func becameUsed(_ s: Int) {
     line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)
-    machine.slotBecameUsed()
+    if book.pointee.counters.nsfbufsused == 0 { machine.windowBecameBusy() }
     book.pointee.counters.nsfbufsused += 1
     if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {
       book.pointee.counters.nsfbufspeak = book.pointee.counters.nsfbufsused

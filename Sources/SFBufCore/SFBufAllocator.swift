@@ -214,7 +214,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// hit takes no lock (one compare-and-swap on the slot's word). Otherwise the least
   /// recently freed slot is remapped (one `Machine.map`), or the caller sleeps until a slot
   /// is freed and then looks in the hash again. Each slot that goes from free to in use is
-  /// reported to the machine (``SFBufMachine/slotBecameUsed()``).
+  /// reported to the machine when it is the window's first
+  /// (``SFBufMachine/windowBecameBusy()``).
   ///
   /// - Precondition: `page` is wired; with `.cpuPrivate`, the caller is pinned.
   /// - Throws: ``SFBufError/wouldBlock`` (`.noWait`, window full),
@@ -451,7 +452,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     line(s).pointee.word.store(0, ordering: .relaxed)
     if mapsOutsideLock {
       book.pointee.counters.nsfbufsused -= 1
-      machine.slotsBecameFree(1)
+      if isIdle { machine.windowBecameIdle() }
     }
     forget(s)
     line(s).pointee.released = true
@@ -531,8 +532,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     if dropReferenceIfNotLast(s, hit: false) { return false }
     machine.lock()
     let last = dropReferenceLocked(s, hit: false)
+    let idle = last && isIdle
     machine.unlock()
-    if last { machine.slotsBecameFree(1) }
+    if idle { machine.windowBecameIdle() }
     return last
   }
 
@@ -557,8 +559,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       }
       if dropReferenceLocked(s, hit: false) { freed += 1 }
     }
+    let idle = freed > 0 && isIdle
     if locked { machine.unlock() }
-    if freed > 0 { machine.slotsBecameFree(freed) }
+    if idle { machine.windowBecameIdle() }
   }
 
   /// Adds a reference to slot `s`, which must be in use (`sf_buf_ref`). Takes no lock.

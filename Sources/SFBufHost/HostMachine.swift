@@ -171,19 +171,18 @@
       page.object.wiring.count(page.index) > 0
     }
 
-    /// What each slot in use keeps alive (the pool that owns this machine's allocator), so
-    /// that mappings need not retain it: set once by the pool, before any allocation.
+    /// What the window keeps alive while any slot is in use (the pool that owns this
+    /// machine's allocator), so that mappings need not retain it: set once by the pool,
+    /// before any allocation.
     var keeper: Unmanaged<AnyObject>?
 
-    /// Retains the `keeper`. Under the pool lock, never the last reference.
-    public func slotBecameUsed() { _ = keeper?.retain() }
+    /// Retains the `keeper`, once per busy period. Under the pool lock, never the last
+    /// reference.
+    public func windowBecameBusy() { _ = keeper?.retain() }
 
-    /// Releases the `keeper` `count` times: the last may deallocate the pool, and with it
-    /// the allocator, which calls this from `SFBufAllocator.free(_:)` as its last action.
-    public func slotsBecameFree(_ count: Int) {
-      guard let keeper else { return }
-      for _ in 0..<count { keeper.release() }
-    }
+    /// Releases the `keeper`: this may deallocate the pool, and with it the allocator, which
+    /// calls this from `SFBufAllocator.free(_:)` as its last action.
+    public func windowBecameIdle() { keeper?.release() }
 
     public func makeSleeper() -> HostSleeper { HostSleeper() }
     public func prepareToSleep(_ s: HostSleeper) { s.prepare() }

@@ -325,7 +325,8 @@
     public let address: UnsafeMutableRawPointer
 
     /// On a direct map (`slot` nil), takes +1 on the pool and on the object; on a window,
-    /// nothing (the slot in use holds the pool: ``HostMachine/slotBecameUsed()``).
+    /// nothing (the window holds the pool while slots are in use:
+    /// ``HostMachine/windowBecameBusy()``).
     @inlinable
     init(pool: SFBufPool, slot: Int?, page: VMPage, address: UnsafeMutableRawPointer) {
       if let slot {
@@ -401,7 +402,7 @@
     @inlinable deinit {
       switch _pool._withUnsafeGuaranteedRef({ $0.backing }) {
       case .window(let w, _):
-        // The slot's last reference releases the pool (``HostMachine/slotsBecameFree(_:)``).
+        // The window's last slot in use releases the pool (``HostMachine/windowBecameIdle()``).
         w._withUnsafeGuaranteedRef { _ = $0.free(_slot) }
       case .directMap:
         _pool.release()

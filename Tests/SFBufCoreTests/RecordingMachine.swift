@@ -37,9 +37,12 @@ final class RecordingMachine: SFBufMachine {
 
   /// Times the lock was taken.
   var locks = 0
-  /// Slots in use as the hooks report them (``slotBecameUsed()``, ``slotsBecameFree(_:)``).
-  var used = 0
-  /// Whether a free hook came while the lock was held.
+  /// Whether a slot is in use as the hooks report it (``windowBecameBusy()``,
+  /// ``windowBecameIdle()``).
+  var busy = false
+  /// Busy periods begun.
+  var busyPeriods = 0
+  /// Whether an idle hook came while the lock was held.
   var freedLocked = false
 
   func lock() {
@@ -47,13 +50,16 @@ final class RecordingMachine: SFBufMachine {
     locked = true
     locks += 1
   }
-  func slotBecameUsed() {
-    precondition(locked, "slotBecameUsed without the lock")
-    used += 1
+  func windowBecameBusy() {
+    precondition(locked, "windowBecameBusy without the lock")
+    precondition(!busy, "windowBecameBusy twice")
+    busy = true
+    busyPeriods += 1
   }
-  func slotsBecameFree(_ count: Int) {
+  func windowBecameIdle() {
+    precondition(busy, "windowBecameIdle while idle")
     if locked { freedLocked = true }
-    used -= count
+    busy = false
   }
   func unlock() {
     precondition(locked, "allocator lock released while free")

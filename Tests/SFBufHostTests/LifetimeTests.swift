@@ -28,6 +28,44 @@ struct LifetimeTests {
     #expect(weakPool == nil)  // ...and nothing else does
   }
 
+  /// The pool is held once while any slot is in use (not once per slot): a batch freed
+  /// while a handle of another page lives leaves it alive, and two threads that free their
+  /// last mappings at once after the pool's owner let go release it exactly once.
+  @Test("several slots in use hold the pool until the last goes, across threads")
+  func manySlotsOneHold() throws {
+    let o = try taggedAnonymous(pages: 8)
+    weak var weakPool: SFBufPool?
+    var sf: sf_buf?
+    do {
+      let pool = try SFBufPool(nsfbufs: 8, policy: .batched(batch: 4))
+      weakPool = pool
+      var batch = try pool.allocateBatch(of: o, pages: 0..<4)
+      sf = pool.sf_buf_alloc(o.page(6), SFB_DEFAULT)
+      #expect(pool.stats.nsfbufsused == 5)
+      batch.removeAll()
+    }
+    #expect(weakPool != nil)  // the handle's slot still holds it
+    weakPool?.sf_buf_free(sf!)
+    sf = nil
+    #expect(weakPool == nil)
+
+    for round in 0..<50 {
+      let a: Holder
+      let b: Holder
+      do {
+        let pool = try SFBufPool(nsfbufs: 4)
+        weakPool = pool
+        a = Holder(try pool.allocate(o.page(round % 4)))
+        b = Holder(try pool.allocate(o.page(4 + round % 4)))
+      }
+      let other = TestThread { b.buf = nil }
+      a.buf = nil
+      other.join()
+      #expect(weakPool == nil, "round \(round): the pool outlived its last mapping")
+      if weakPool != nil { break }
+    }
+  }
+
   @Test("a handle taken inside a scoped mapping outlives it, then goes last")
   func handleOutlivesScoped() throws {
     let o = try taggedAnonymous(pages: 1)
@@ -48,6 +86,12 @@ struct LifetimeTests {
     sf = nil
     #expect(weakPool == nil)  // ...and nothing else does
   }
+}
+
+/// One mapping, to be let go on another thread.
+private final class Holder: @unchecked Sendable {
+  var buf: SFBuf?
+  init(_ buf: consuming SFBuf) { self.buf = consume buf }
 }
 
 /// A refused mapping gives its slot back: no retain of the pool is left behind.
