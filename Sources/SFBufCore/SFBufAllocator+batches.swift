@@ -73,13 +73,27 @@ extension SFBufAllocator {
   /// sleepers). The block tried first is the one holding the least recently freed slot.
   ///
   /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. Each
-  ///   page is checked as the run reaches it (with the lock held), so pages past the run's
-  ///   end are checked by the calls that map them.
+  ///   page is checked when the run maps it or takes it from a free slot (with the lock
+  ///   held), so pages past the run's end are checked by the calls that map them.
   /// - Throws: ``SFBufError/mappingRefused(errno:)``: the slots went back to the pool.
   /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block.
   @inlinable
   public func allocateRun(
     count limit: Int, flags: SFBufFlags = [], page: (Int) -> Page
+  ) throws(SFBufError) -> (first: Int, count: Int)? {
+    try allocateRun(count: limit, flags: flags, key: { page($0).hashKey }, page: page)
+  }
+
+  /// ``allocateRun(count:flags:page:)``, given also each page's ``SFBufPageKey/hashKey``
+  /// without making the page: the run's pages are looked up by key, and a page is made
+  /// only to confirm a key found in the hash and to be mapped. Where making a page costs
+  /// something (the host's retains its object, whose reference count threads mapping the
+  /// same file share), this halves what a run pays per page.
+  ///
+  /// - Precondition: `key(i) == page(i).hashKey` for every `i`.
+  @inlinable
+  public func allocateRun(
+    count limit: Int, flags: SFBufFlags = [], key: (Int) -> UInt, page: (Int) -> Page
   ) throws(SFBufError) -> (first: Int, count: Int)? {
     guard Machine.mapsRuns, limit >= 2 else { return nil }
     checkPinned(flags)
@@ -89,15 +103,11 @@ extension SFBufAllocator {
     var count = min(limit, nsfbufs)
     var cached = false
     for i in 0..<count {
-      // Each page is made once for its wire check and its lookup; a page after the run's
-      // end is checked by the call that maps it.
-      let p = page(i)
-      let s = lookup(p)
+      let s = lookup(key: key(i)) { page(i) }
       if s >= 0 && isInUse(s) {
         count = i
         break
       }
-      checkWired(p)
       cached = cached || s >= 0
     }
     guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
@@ -123,8 +133,12 @@ extension SFBufAllocator {
     }
     book.pointee.counters.misses &+= count
     for i in 0..<count {
+      // Checked here, where the page is made to be mapped; pages in use are wired by their
+      // holders, and pages after the run's end are checked by the call that maps them.
+      let p = page(i)
+      checkWired(p)
       removeFree(first + i)
-      claim(first + i, for: page(i))
+      claim(first + i, for: p)
     }
     try mapClaimed(first, count: count, flags, page: page)
     return (first, count)

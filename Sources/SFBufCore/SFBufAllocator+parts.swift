@@ -61,6 +61,18 @@ extension SFBufAllocator {
     return -1
   }
 
+  /// ``lookup(_:)`` by key: `page` is made only to confirm a slot whose key matches.
+  @inlinable func lookup(key: UInt, _ page: () -> Page) -> Int {
+    var s = head(bucket(key)).pointee.firstSlot
+    while s >= 0 {
+      if line(s).pointee.key.load(ordering: .relaxed) == key && state(s).pointee.page == page() {
+        return s
+      }
+      s = line(s).pointee.nextSlot
+    }
+    return -1
+  }
+
   @inlinable func hash(_ s: Int, key: UInt) {
     let b = bucket(key)
     line(s).pointee.key.store(key, ordering: .relaxed)

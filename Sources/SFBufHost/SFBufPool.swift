@@ -221,7 +221,8 @@
         let lower = next
         guard
           let (first, count) = try window.allocateRun(
-            count: pages.upperBound - lower, flags: flags, page: { object.page(lower + $0) })
+            count: pages.upperBound - lower, flags: flags,
+            key: { object.pageKey(lower + $0) }, page: { object.page(lower + $0) })
         else {
           next += 1
           try body(try allocate(object.page(lower), flags: flags))

@@ -186,6 +186,12 @@
     /// Page `index` of this object. Does not check that the page exists; wiring does.
     @inlinable public func page(_ index: Int) -> VMPage { VMPage(object: self, index: index) }
 
+    /// The ``VMPage/hashKey`` of page `index`, without making the page (which retains the
+    /// object).
+    @inlinable public func pageKey(_ index: Int) -> UInt {
+      UInt(id) &<< 40 ^ UInt(bitPattern: index)
+    }
+
     /// Throws `EINVAL` when a file object is now too short to hold every page of `pages`
     /// (it was truncated after they were wired): one `fstat`. An anonymous object's size is
     /// sealed, so it is not checked.
@@ -272,7 +278,7 @@
     }
 
     /// The object number in the high bits, the page index in the low bits.
-    @inlinable public var hashKey: UInt { UInt(object.id) &<< 40 ^ UInt(bitPattern: index) }
+    @inlinable public var hashKey: UInt { object.pageKey(index) }
 
     /// The byte offset of the page in its object.
     @inlinable public var offset: Int { index * vmPageSize }

@@ -3,9 +3,11 @@ import Testing
 
 /// A machine that only records: which slot maps which page, and every batch release.
 final class BatchRecordingMachine: UntrackedTestMachine {
+  /// Pages `n` and `n + 1000` share a hash key (a collision, which a key alone must not
+  /// take for a match).
   struct Key: SFBufPageKey {
     var n: Int
-    var hashKey: UInt { UInt(n) }
+    var hashKey: UInt { UInt(n % 1000) }
   }
   final class Sleeper {}
 
@@ -129,6 +131,25 @@ struct BatchPolicyTests {
     for i in 0..<2 { #expect(a.cachedSlot(of: Key(n: 38 + i)) == cut.first + i) }
     #expect(a.cachedSlot(of: Key(n: 40)) == first)
     #expect(a.stats.nsfbufsused == 4)
+    #expect(a.checkInvariants() == nil)
+  }
+
+  /// Runs look pages up by key and make a page only to confirm a key found: a page in use
+  /// (40) and one cached (41) whose keys are those of 1040 and 1041 neither stop nor
+  /// shorten the run of 1040..<1044, and stay cached where they were.
+  @Test("a run looked up by key confirms a key found with the page itself")
+  func runKeyCollision() throws {
+    let m = BatchRecordingMachine()
+    let a = SFBufAllocator(machine: m, nsfbufs: 16)
+    let s40 = try a.allocate(Key(n: 40))
+    let s41 = try a.allocate(Key(n: 41))
+    a.free(s41)
+    let run = try #require(
+      try a.allocateRun(count: 4, key: { Key(n: 1040 + $0).hashKey }, page: { Key(n: 1040 + $0) })
+    )
+    #expect(run.count == 4 && m.runMaps == 1)
+    for i in 0..<4 { #expect(a.cachedSlot(of: Key(n: 1040 + i)) == run.first + i) }
+    #expect(a.cachedSlot(of: Key(n: 40)) == s40 && a.cachedSlot(of: Key(n: 41)) == s41)
     #expect(a.checkInvariants() == nil)
   }
 
