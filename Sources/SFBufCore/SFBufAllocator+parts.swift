@@ -81,7 +81,8 @@ extension SFBufAllocator {
   }
 
   @inlinable func unhash(_ s: Int) {
-    let b = bucket(state(s).pointee.page!.hashKey)
+    // The key stored when the slot was hashed: no need to read the page (or its object).
+    let b = bucket(line(s).pointee.key.load(ordering: .relaxed))
     let next = line(s).pointee.nextSlot
     let first = head(b).pointee.firstSlot
     if first == s {
