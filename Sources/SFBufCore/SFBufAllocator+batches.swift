@@ -99,7 +99,7 @@ extension SFBufAllocator {
     checkPinned(flags)
     machine.lock()
     defer { machine.unlock() }
-    if let hits = runHit(limit: limit, flags, page: page) { return hits }
+    if let hits = runHit(limit: limit, flags, key: key, page: page) { return hits }
     var count = min(limit, nsfbufs)
     var cached = false
     for i in 0..<count {
@@ -148,12 +148,14 @@ extension SFBufAllocator {
   /// left them), none of them being mapped: each is referenced as a lone hit would be, and
   /// nothing is mapped. `nil` when fewer than 2 pages are so cached. Locked.
   @inlinable
-  func runHit(limit: Int, _ flags: SFBufFlags, page: (Int) -> Page) -> (first: Int, count: Int)? {
-    let first = lookup(page(0))
+  func runHit(
+    limit: Int, _ flags: SFBufFlags, key: (Int) -> UInt, page: (Int) -> Page
+  ) -> (first: Int, count: Int)? {
+    let first = lookup(key: key(0)) { page(0) }
     guard first >= 0, !isBeingMapped(first) else { return nil }
     var count = 1
-    while count < min(limit, nsfbufs - first), lookup(page(count)) == first + count,
-      !isBeingMapped(first + count)
+    while count < min(limit, nsfbufs - first),
+      lookup(key: key(count), { page(count) }) == first + count, !isBeingMapped(first + count)
     {
       count += 1
     }

@@ -219,7 +219,7 @@ extension SFBufAllocator {
   /// Counts one more slot in use, `s`, and starts its new period of use.
   @inlinable func becameUsed(_ s: Int) {
     line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)
-    if book.pointee.counters.nsfbufsused == 0 { machine.windowBecameBusy() }
+    if isIdle { machine.windowBecameBusy() }
     book.pointee.counters.nsfbufsused += 1
     if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {
       book.pointee.counters.nsfbufspeak = book.pointee.counters.nsfbufsused

@@ -330,28 +330,26 @@
     /// ``HostMachine/windowBecameBusy()``).
     @inlinable
     init(pool: SFBufPool, slot: Int?, page: VMPage, address: UnsafeMutableRawPointer) {
+      self.init(
+        pool: pool, slot: slot, object: page.object, pageIndex: page.index, address: address)
+    }
+
+    /// The same, from the object and the page's index (a page run makes no `VMPage`, which
+    /// would retain the object).
+    @inlinable
+    init(
+      pool: SFBufPool, slot: Int?, object: VMObject, pageIndex: Int,
+      address: UnsafeMutableRawPointer
+    ) {
       if let slot {
         _pool = Unmanaged.passUnretained(pool)
-        _object = Unmanaged.passUnretained(page.object)
+        _object = Unmanaged.passUnretained(object)
         _slot = slot
       } else {
         _pool = Unmanaged.passRetained(pool)
-        _object = Unmanaged.passRetained(page.object)
+        _object = Unmanaged.passRetained(object)
         _slot = -1
       }
-      self.pageIndex = page.index
-      self.address = address
-    }
-
-    /// A mapping in window slot `slot`, held by the slot (nothing retained).
-    @inlinable
-    init(
-      pool: SFBufPool, slot: Int, object: VMObject, pageIndex: Int,
-      address: UnsafeMutableRawPointer
-    ) {
-      _pool = Unmanaged.passUnretained(pool)
-      _object = Unmanaged.passUnretained(object)
-      _slot = slot
       self.pageIndex = pageIndex
       self.address = address
     }
