@@ -351,7 +351,13 @@ extension SFBufAllocator {
   }
 
   /// Wakes every allocation waiting for slot `s`'s mapping; they look in the hash again.
+  /// Nearly always there is none: that check is inlined, the wake-ups are not (waking
+  /// reaches the machine's sleeper, whose setup would otherwise be paid on every mapping).
   @inlinable func wakeMappingWaiters(_ s: Int) {
+    if state(s).pointee.mappingWaiters != nil { wakeMappingWaitersSlow(s) }
+  }
+
+  @usableFromInline @inline(never) func wakeMappingWaitersSlow(_ s: Int) {
     while let w = state(s).pointee.mappingWaiters {
       state(s).pointee.mappingWaiters = w.next
       w.next = nil
