@@ -172,6 +172,12 @@ public protocol SFBufMachine: AnyObject {
   /// - Throws: when the machine cannot map the run; then none of the slots maps anything.
   func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool
 
+  /// A page run never crosses a multiple of this many slots: only within such a stretch are
+  /// a run's slots adjacent in the machine's address space (the host spreads its window's
+  /// stretches over separate page tables). Runs are at most this long. Unbounded by
+  /// default.
+  var runBoundary: Int { get }
+
   // MARK: Slots in use (optional)
 
   /// The window went from no slot in use to one (`nsfbufsused` from 0 to 1). *Locked.* A
@@ -198,6 +204,9 @@ extension SFBufMachine {
 
   /// By default a machine maps one page per call.
   @inlinable public static var mapsRuns: Bool { false }
+
+  /// By default a run may take any adjacent slots.
+  @inlinable public var runBoundary: Int { .max }
 
   /// By default a machine maps only with the lock held.
   @inlinable public static var mapsConcurrently: Bool { false }

@@ -70,7 +70,8 @@ extension SFBufAllocator {
   /// `i < n`), or `nil` when no run is possible and the caller should allocate `page(0)`
   /// alone: the machine maps one page per call, fewer than 2 pages come before a page in
   /// use, or no block of `n` slots aligned to `n` is free (and unpromised to woken
-  /// sleepers). The block tried first is the one holding the least recently freed slot.
+  /// sleepers). A run is at most ``SFBufMachine/runBoundary`` long, and its block lies
+  /// between two of its multiples. The block tried first is the one holding the least recently freed slot.
   ///
   /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. Each
   ///   page is checked when the run maps it or takes it from a free slot (with the lock
@@ -100,7 +101,8 @@ extension SFBufAllocator {
     machine.lock()
     defer { machine.unlock() }
     if let hits = runHit(limit: limit, flags, key: key, page: page) { return hits }
-    var count = min(limit, nsfbufs)
+    let boundary = machine.runBoundary
+    var count = min(limit, nsfbufs, boundary)
     var cached = false
     for i in 0..<count {
       let s = lookup(key: key(i)) { page(i) }
@@ -116,6 +118,7 @@ extension SFBufAllocator {
     var first = -1
     for j in 0..<blocks {
       let b = (head + j) % blocks * count
+      if b % boundary + count > boundary { continue }
       var free = true
       for s in b..<(b + count) where isInUse(s) {
         free = false

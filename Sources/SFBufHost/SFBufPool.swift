@@ -29,9 +29,9 @@
       /// Each object mapped whole, once.
       case directMap
       /// A window: its allocator (retained by the pool, released in its deinit; held
-      /// unmanaged so that the hot paths touch no shared reference count) and the window's
-      /// first byte.
-      case window(Unmanaged<Window>, base: UnsafeMutableRawPointer)
+      /// unmanaged so that the hot paths touch no shared reference count) and where its
+      /// slots lie.
+      case window(Unmanaged<Window>, layout: HostMachine.Layout)
     }
 
     @usableFromInline let backing: Backing
@@ -72,7 +72,7 @@
     private init(window: Window?) {
       pageSize = vmPageSize
       if let window {
-        backing = .window(Unmanaged.passRetained(window), base: window.machine.base)
+        backing = .window(Unmanaged.passRetained(window), layout: window.machine.layout)
         // Each slot in use keeps the pool alive (so that handles need not retain it).
         window.machine.keeper = Unmanaged.passUnretained(self as AnyObject)
       } else {
@@ -94,6 +94,18 @@
     /// The largest window: each slot can be a mapping region of its own, and the host allows
     /// about 65530 per process (`vm.max_map_count`), which the process needs for other things.
     public static let maxSlots = 32768
+
+    /// The longest page run a window maps with one `mmap` (128 pages): a run stays within
+    /// one region of the window, whose page table no other region shares (see
+    /// ``HostMachine/regionSlots``). Longer ranges are mapped as several runs.
+    public static var maxRunPages: Int { HostMachine.regionSlots }
+
+    /// The window slot whose page holds `address` (the ``SFBuf/slot`` of a mapping of it),
+    /// or `nil` when the address lies outside this pool's window, and always on a direct
+    /// map. Slots are not laid out at a fixed stride: use this rather than arithmetic.
+    public func slot(containing address: UnsafeRawPointer) -> Int? {
+      window?.machine.slot(containing: address)
+    }
 
     /// Whether this pool is a direct map.
     public var isDirectMap: Bool { window == nil }
@@ -139,9 +151,9 @@
       switch backing {
       case .directMap:
         return try directAllocate(page)
-      case .window(let w, let base):
+      case .window(let w, let layout):
         let slot = try SFBufPool.allocateSlot(w, page, flags)
-        return SFBuf(pool: self, slot: slot, page: page, address: base + slot * pageSize)
+        return SFBuf(pool: self, slot: slot, page: page, address: layout.address(ofSlot: slot))
       }
     }
 
@@ -151,12 +163,12 @@
     /// cancelling the task ends the wait with `SFBufError.interrupted`; without it,
     /// cancellation is ignored until a slot is free, as a kernel sleep without `PCATCH`.
     public func allocate(_ page: VMPage, flags: Flags = []) async throws(SFBufError) -> SFBuf {
-      guard case .window(let w, let base) = backing else { return try directAllocate(page) }
+      guard case .window(let w, let layout) = backing else { return try directAllocate(page) }
       let window = w.takeUnretainedValue()
       var waiter: Window.Waiter? = nil
       while true {
         if let slot = try window.tryAllocate(page, flags: flags, waiter: &waiter) {
-          return SFBuf(pool: self, slot: slot, page: page, address: base + slot * pageSize)
+          return SFBuf(pool: self, slot: slot, page: page, address: layout.address(ofSlot: slot))
         }
         let woke = await waiter!.sleeper.sleepAsync(
           interruptible: flags.contains(.interruptible) && !waiter!.waitsForMapping)
@@ -180,11 +192,11 @@
       case .directMap:
         return try body(
           UnsafeMutableRawBufferPointer(start: try directAddress(page), count: pageSize))
-      case .window(let w, let base):
+      case .window(let w, let layout):
         let slot = try SFBufPool.allocateSlot(w, page, flags)
         defer { w._withUnsafeGuaranteedRef { _ = $0.free(slot) } }
         return try body(
-          UnsafeMutableRawBufferPointer(start: base + slot * pageSize, count: pageSize))
+          UnsafeMutableRawBufferPointer(start: layout.address(ofSlot: slot), count: pageSize))
       }
     }
 
@@ -207,7 +219,7 @@
       of object: VMObject, pages: Range<Int>, flags: Flags = [],
       _ body: (consuming SFBuf) throws -> Void
     ) throws {
-      guard case .window(let w, let base) = backing else {
+      guard case .window(let w, let layout) = backing else {
         for i in pages where !object.wiring.isWired(i) {
           fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
         }
@@ -240,7 +252,7 @@
         while i < count {
           let buf = SFBuf(
             pool: self, slot: first + i, object: object, pageIndex: lower + i,
-            address: base + (first + i) * pageSize)
+            address: layout.address(ofSlot: first + i))
           i += 1
           try body(buf)
         }

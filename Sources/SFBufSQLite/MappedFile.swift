@@ -58,8 +58,6 @@
     let slotHeld: UnsafeMutablePointer<SFBuf>
     let slotSpan: UnsafeMutablePointer<Int32>
     let slots: Int
-    /// The window's first slot's address, learned from the first mapping.
-    var windowBase: UnsafeMutableRawPointer? = nil
 
     /// Admission (window only, `admit` > 1): per page of the file, its recent requests.
     var heat: UnsafeMutablePointer<UInt8>? = nil
@@ -205,7 +203,6 @@
     private func hold(_ buf: consuming SFBuf) -> UnsafeMutableRawPointer {
       let slot = buf.slot!
       let address = buf.address
-      if windowBase == nil { windowBase = address - slot * vmPageSize }
       slotSpan[slot] = 1
       if slotRefs[slot] == 0 {
         (slotHeld + slot).initialize(to: buf)
@@ -303,10 +300,8 @@
       }
       counters.unfetches += 1
       outstanding -= 1
-      guard let base = windowBase, pointer >= base,
-        pointer < base + slots * vmPageSize
-      else { return }  // direct map: nothing to free
-      let first = (pointer - base) / vmPageSize
+      // Not in the window: a direct map's, which has nothing to free.
+      guard let first = pool.slot(containing: pointer) else { return }
       let span = Int(slotSpan[first])
       for s in first..<(first + span) {
         precondition(slotRefs[s] > 0, "sfbuf: xUnfetch of a mapping not handed out")

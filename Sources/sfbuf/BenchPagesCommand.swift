@@ -73,8 +73,8 @@ struct BenchPagesCommand: ParsableCommand {
     name: .customLong("run"),
     help: ArgumentHelp(
       """
-      Pages per run in the sequential scan of the batched peer (default nsfbufs / 4: 128 \
-      pages, 512 KiB; sendfile maps chains of up to 256 pages).
+      Pages per run in the sequential scan of the batched peer (default nsfbufs / 4, at \
+      most 128: a window maps runs of 128 pages at most, one region of its address space).
       """, valueName: "pages"))
   var runPages: Int?
   @Option(
@@ -104,8 +104,11 @@ struct BenchPagesCommand: ParsableCommand {
     if let batch, !(1...nsfbufs).contains(batch) {
       throw ValidationError("--batch must be in 1...nsfbufs")
     }
-    if let runPages, !(2...nsfbufs / 2).contains(runPages) {
-      throw ValidationError("--run must be in 2...nsfbufs/2")
+    if let runPages, !(2...min(nsfbufs / 2, SFBufPool.maxRunPages)).contains(runPages) {
+      throw ValidationError(
+        "--run must be in 2...\(min(nsfbufs / 2, SFBufPool.maxRunPages)) (nsfbufs/2, at most "
+          + "\(SFBufPool.maxRunPages): a window maps runs of \(SFBufPool.maxRunPages) pages at most)"
+      )
     }
     if let t = threadCounts.first(where: { !(1...2).contains($0) }) {
       throw ValidationError("--threads must be 1 or 2, not \(t)")
@@ -115,7 +118,8 @@ struct BenchPagesCommand: ParsableCommand {
   func run() throws {
     SignalWatcher.start()
     let bench = try PageBench(
-      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, run: runPages ?? nsfbufs / 4, quick: quick,
+      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4,
+      run: runPages ?? min(nsfbufs / 4, SFBufPool.maxRunPages), quick: quick,
       allocatePerAccess: allocatePerAccess, trials: trials ?? (quick ? 3 : 5),
       workloads: workloads.isEmpty ? BenchWorkload.allCases : workloads,
       peers: BenchPeer.allCases.filter {

@@ -17,6 +17,10 @@ final class BatchRecordingMachine: UntrackedTestMachine {
   var runMaps = 0
   /// Slots the test holds references to, which a release must never cover.
   var held: Set<Int> = []
+  /// The machine's ``SFBufMachine/runBoundary``.
+  var boundary = Int.max
+  /// Every run mapped: its first slot and length.
+  var runs: [(slot: Int, count: Int)] = []
 
   func lock() {}
   func unlock() {}
@@ -34,8 +38,10 @@ final class BatchRecordingMachine: UntrackedTestMachine {
     releases.append(slots)
   }
   static var mapsRuns: Bool { true }
+  var runBoundary: Int { boundary }
   func map(run first: Key, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
     runMaps += 1
+    runs.append((slot, count))
     for i in 0..<count { mapped[slot + i] = first.n + i }
     return true
   }
@@ -166,5 +172,40 @@ struct BatchPolicyTests {
     #expect(m.runMaps == 1, "mapped again as a run: \(run)")
     #expect(a.stats.hits == 0)
     #expect(a.checkInvariants() == nil)
+  }
+
+  @Test("runs never cross the machine's run boundary, and are at most that long")
+  func runBoundary() throws {
+    let m = BatchRecordingMachine()
+    m.boundary = 4
+    let a = SFBufAllocator(machine: m, nsfbufs: 16, policy: .batched(batch: 4))
+    // A longer run asked for is cut to the boundary's length, not refused.
+    let long = try #require(try a.allocateRun(count: 6) { Key(n: 1000 + $0) })
+    #expect(long.count == 4 && long.first % 4 == 0)
+    var held: [(first: Int, count: Int)] = [long]
+    var rng: UInt64 = 7
+    var next = 0
+    for _ in 0..<300 {
+      rng = rng &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+      let want = 2 + Int(rng >> 40) % 5
+      if let run = try a.allocateRun(count: want, flags: .noWait, page: { Key(n: next + $0) }) {
+        held.append(run)
+        next += run.count
+      } else {
+        next += 1
+      }
+      if held.count > 2 || rng >> 62 == 0, !held.isEmpty {
+        let run = held.removeFirst()
+        for s in run.first..<(run.first + run.count) { a.free(s) }
+      }
+      #expect(a.checkInvariants() == nil)
+    }
+    #expect(m.runs.count > 50)
+    for run in m.runs {
+      #expect(run.count <= 4)
+      #expect(run.slot / 4 == (run.slot + run.count - 1) / 4, "run \(run) crosses a boundary")
+    }
+    // Lengths that do not divide the boundary still find a block inside a stretch.
+    #expect(m.runs.contains { $0.count == 3 })
   }
 }

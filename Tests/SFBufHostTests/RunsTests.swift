@@ -123,4 +123,83 @@ struct RunsTests {
     #expect(pool.stats.nsfbufsused == 0)
     #expect(pool.window!.checkInvariants() == nil)
   }
+
+  @Test("a window's regions each have a page table of their own, and a run stays in one")
+  func regions() throws {
+    let pool = try SFBufPool(nsfbufs: 512, policy: .batched(batch: 128))
+    let machine = pool.window!.machine
+    let o = try taggedAnonymous(pages: 512)
+    let span = vmPageSize / 8 * vmPageSize  // what one page table maps
+    let batch = try pool.allocateBatch(of: o, pages: 0..<384)
+    #expect(pool.mapCalls == 3, "runs of 128 pages at most: \(pool.mapCalls) mmap calls")
+    var spans: Set<Int> = []
+    for r in 0..<3 {
+      let first = Int(bitPattern: batch.address(r * 128))
+      for i in 0..<128 {
+        let p = r * 128 + i
+        #expect(batch.address(p).load(as: UInt64.self) == tag(o, p))
+        #expect(Int(bitPattern: batch.address(p)) == first + i * vmPageSize)
+      }
+      // The run's page-table span lies wholly inside the window's reservation, so no
+      // other mapping of the process shares its page table.
+      let start = first & ~(span - 1)
+      let reserved = Int(bitPattern: machine.reservation.start)
+      #expect(start >= reserved && start + span <= reserved + machine.reservation.length)
+      spans.insert(start)
+    }
+    #expect(spans.count == 3, "each run in its own page table's span")
+    batch.free()
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
+  @Test("slot(containing:) finds each slot from any byte of its page, and nothing elsewhere")
+  func slotOfAddress() throws {
+    let pool = try SFBufPool(nsfbufs: 300)
+    let machine = pool.window!.machine
+    for s in 0..<300 {
+      let a = machine.address(ofSlot: s)
+      #expect(pool.slot(containing: a) == s && pool.slot(containing: a + vmPageSize - 1) == s)
+    }
+    let regionEnd = machine.address(ofSlot: 127) + vmPageSize  // the gap after region 0
+    #expect(pool.slot(containing: regionEnd) == nil)
+    #expect(pool.slot(containing: machine.base - 1) == nil)
+    #expect(pool.slot(containing: machine.address(ofSlot: 299) + vmPageSize) == nil)
+    let o = try taggedAnonymous(pages: 1)
+    let direct = SFBufPool.directMap()
+    let buf = try direct.allocate(o.page(0))
+    #expect(direct.slot(containing: buf.address) == nil)
+  }
+
+  @Test("one release over slots of two regions drops every page-table entry in them")
+  func releaseAcrossRegions() throws {
+    let machine = try HostMachine(nsfbufs: 256)
+    let o = try taggedAnonymous(pages: 16)
+    _ = try machine.map(run: o.page(0), count: 8, slot: 120)
+    _ = try machine.map(run: o.page(8), count: 8, slot: 128)
+    let slots = 120..<136
+    for (i, s) in slots.enumerated() {
+      #expect(machine.address(ofSlot: s).load(as: UInt64.self) == tag(o, i))
+    }
+    #expect(try slots.allSatisfy { try isPresent(machine.address(ofSlot: $0)) })
+    let calls = machine.unmapCalls
+    machine.unmap(slots: slots)
+    #expect(machine.unmapCalls == calls + 1)
+    #expect(try !slots.contains { try isPresent(machine.address(ofSlot: $0)) })
+    // The slots still map their pages: a touch faults each back in.
+    for (i, s) in slots.enumerated() {
+      #expect(machine.address(ofSlot: s).load(as: UInt64.self) == tag(o, i))
+    }
+  }
+}
+
+/// Whether the page at `address` has a page-table entry now (bit 63 of its
+/// `/proc/self/pagemap` entry).
+func isPresent(_ address: UnsafeMutableRawPointer) throws -> Bool {
+  let fd = open("/proc/self/pagemap", O_RDONLY)
+  try #require(fd >= 0, "open /proc/self/pagemap: errno \(errno)")
+  defer { close(fd) }
+  var entry: UInt64 = 0
+  let offset = off_t(UInt(bitPattern: address) / UInt(vmPageSize) * 8)
+  try #require(pread(fd, &entry, 8, offset) == 8, "read /proc/self/pagemap: errno \(errno)")
+  return entry >> 63 == 1
 }

@@ -60,6 +60,10 @@ struct QueryTests {
       let check = config == .direct ? "integrity_check" : "quick_check"
       #expect(try c.value("PRAGMA \(check)") == "ok", "\(config): \(check)")
       let stats = try c.run("SELECT sfbuf_stats()")
+      if config.nsfbufs != nil {
+        // Between statements SQLite holds no page: each xUnfetch found its slot again.
+        #expect(slotsInUse(config) == 0, "\(config): \(slotsInUse(config)) slots held")
+      }
       c.close()
       let n = countersSince(before, config)
       #expect(n.mapped > (config.nsfbufs == 1 ? 0 : 1000), "\(config): mapped: \(n.line)")

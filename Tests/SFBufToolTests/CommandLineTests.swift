@@ -64,6 +64,7 @@ struct CommandLineTests {
       (["bench", "sendfile", "--size", "99999999999999999G"], "--size must be a byte count"),
       (["bench", "sendfile", "--size", "2T"], "--size must be a byte count"),
       (["bench", "sendfile", "--size=-5M"], "--size must be a byte count"),
+      (["bench", "pages", "--nsfbufs", "1024", "--run", "256"], "--run must be in 2...128"),
     ] {
       let r = try runTool(args, timeout: 30)
       #expect(r.status == 64, "\(args): status \(r.status)")
