@@ -24,7 +24,7 @@
     /// Start of the window: slot 0.
     public var base: UnsafeMutableRawPointer { layout.base }
     /// Where each slot lies.
-    public let layout: Layout
+    @usableFromInline let layout: Layout
     /// Slots in the window.
     public let nsfbufs: Int
     /// Adjacent slots per region of the window (128): page runs are at most this long
@@ -80,22 +80,22 @@
     /// Where the slots of a window lie: slot `i` at the start of region
     /// `i / regionSlots` (one stride after the region before it) plus `i % regionSlots`
     /// pages.
-    @frozen public struct Layout: @unchecked Sendable {
+    @usableFromInline struct Layout: @unchecked Sendable {
       /// Slot 0.
-      public let base: UnsafeMutableRawPointer
+      @usableFromInline let base: UnsafeMutableRawPointer
       /// log2 of the bytes from one region's start to the next.
-      public let strideShift: Int
+      @usableFromInline let strideShift: Int
       /// The size of a slot.
-      public let pageSize: Int
+      @usableFromInline let pageSize: Int
 
       /// The address of slot `slot`.
-      @inlinable public func address(ofSlot slot: Int) -> UnsafeMutableRawPointer {
+      @inlinable func address(ofSlot slot: Int) -> UnsafeMutableRawPointer {
         base + (slot >> HostMachine.regionShift) << strideShift
           + (slot & (HostMachine.regionSlots - 1)) * pageSize
       }
     }
 
-    /// The address of slot `slot` (see ``Layout``).
+    /// The address of slot `slot`: its region's start plus its place in the region.
     @inlinable public func address(ofSlot slot: Int) -> UnsafeMutableRawPointer {
       layout.address(ofSlot: slot)
     }
