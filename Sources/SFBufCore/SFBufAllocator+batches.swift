@@ -71,7 +71,8 @@ extension SFBufAllocator {
   /// alone: the machine maps one page per call, fewer than 2 pages come before a page in
   /// use, or no block of `n` slots aligned to `n` is free (and unpromised to woken
   /// sleepers). A run is at most ``SFBufMachine/runBoundary`` long, and its block lies
-  /// between two of its multiples. The block tried first is the one holding the least recently freed slot.
+  /// between two of its multiples. The block tried first is the one holding the least
+  /// recently freed slot.
   ///
   /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. Each
   ///   page is checked when the run maps it or takes it from a free slot (with the lock

@@ -13,10 +13,9 @@
   /// Address space reserved with `PROT_NONE` (any access where nothing is mapped faults),
   /// in *regions* of ``regionSlots`` adjacent slots, each region at the start of its own
   /// span of one page table (2 MiB with 4 KiB pages): see ``address(ofSlot:)``. Mapping a
-  /// page into a slot is one
-  /// `mmap(MAP_FIXED | MAP_SHARED)` of the object's page; the host kernel performs whatever
-  /// TLB shootdown that needs, so ``tracksTLBs`` is false and `SFB_CPUPRIVATE` saves nothing
-  /// here (its pinning contract is still checked).
+  /// page into a slot is one `mmap(MAP_FIXED | MAP_SHARED)` of the object's page; the host
+  /// kernel performs whatever TLB shootdown that needs, so ``tracksTLBs`` is false and
+  /// `SFB_CPUPRIVATE` saves nothing here (its pinning contract is still checked).
   // @unchecked: raw window and lock word; `keeper` set before sharing.
   public final class HostMachine: SFBufMachine, @unchecked Sendable {
     public typealias Page = VMPage
@@ -105,7 +104,7 @@
     public func slot(containing address: UnsafeRawPointer) -> Int? {
       let offset = address - UnsafeRawPointer(base)
       guard offset >= 0 else { return nil }
-      let inRegion = (offset & (1 << layout.strideShift - 1)) / layout.pageSize
+      let inRegion = (offset & ((1 << layout.strideShift) - 1)) / layout.pageSize
       guard inRegion < HostMachine.regionSlots else { return nil }
       let slot = (offset >> layout.strideShift) << HostMachine.regionShift + inRegion
       return slot < nsfbufs ? slot : nil

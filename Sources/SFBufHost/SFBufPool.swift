@@ -104,7 +104,8 @@
     /// or `nil` when the address lies outside this pool's window, and always on a direct
     /// map. Slots are not laid out at a fixed stride: use this rather than arithmetic.
     public func slot(containing address: UnsafeRawPointer) -> Int? {
-      window?.machine.slot(containing: address)
+      guard case .window(let w, _) = backing else { return nil }
+      return w._withUnsafeGuaranteedRef { $0.machine.slot(containing: address) }
     }
 
     /// Whether this pool is a direct map.

@@ -104,11 +104,11 @@ struct BenchPagesCommand: ParsableCommand {
     if let batch, !(1...nsfbufs).contains(batch) {
       throw ValidationError("--batch must be in 1...nsfbufs")
     }
-    if let runPages, !(2...min(nsfbufs / 2, SFBufPool.maxRunPages)).contains(runPages) {
+    let maxRun = min(nsfbufs / 2, SFBufPool.maxRunPages)
+    if let runPages, !(2...maxRun).contains(runPages) {
       throw ValidationError(
-        "--run must be in 2...\(min(nsfbufs / 2, SFBufPool.maxRunPages)) (nsfbufs/2, at most "
-          + "\(SFBufPool.maxRunPages): a window maps runs of \(SFBufPool.maxRunPages) pages at most)"
-      )
+        "--run must be in 2...\(maxRun) (nsfbufs/2, at most \(SFBufPool.maxRunPages): a "
+          + "window maps runs of \(SFBufPool.maxRunPages) pages at most)")
     }
     if let t = threadCounts.first(where: { !(1...2).contains($0) }) {
       throw ValidationError("--threads must be 1 or 2, not \(t)")
@@ -118,8 +118,7 @@ struct BenchPagesCommand: ParsableCommand {
   func run() throws {
     SignalWatcher.start()
     let bench = try PageBench(
-      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4,
-      run: runPages ?? min(nsfbufs / 4, SFBufPool.maxRunPages), quick: quick,
+      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, run: runPages, quick: quick,
       allocatePerAccess: allocatePerAccess, trials: trials ?? (quick ? 3 : 5),
       workloads: workloads.isEmpty ? BenchWorkload.allCases : workloads,
       peers: BenchPeer.allCases.filter {
@@ -236,7 +235,7 @@ final class PageBench: @unchecked Sendable {
   var uniformPages: Int
 
   init(
-    nsfbufs: Int, batch: Int, run: Int, quick: Bool, allocatePerAccess: Bool = false,
+    nsfbufs: Int, batch: Int, run: Int? = nil, quick: Bool, allocatePerAccess: Bool = false,
     trials: Int,
     workloads: [BenchWorkload] = BenchWorkload.allCases,
     peers: [BenchPeer] = BenchPeer.allCases, threads: [Int] = [1, 2], objectPages: Int? = nil
@@ -246,7 +245,8 @@ final class PageBench: @unchecked Sendable {
     self.threadCounts = threads
     self.nsfbufs = nsfbufs
     self.batch = batch
-    self.runLength = run
+    // By default a quarter of the window, and never longer than a window maps in one run.
+    self.runLength = run ?? min(nsfbufs / 4, SFBufPool.maxRunPages)
     self.quick = quick
     self.trialCount = trials
     self.allocatePerAccess = allocatePerAccess
