@@ -83,21 +83,32 @@ extension SFBufAllocator {
   public func allocateRun(
     count limit: Int, flags: SFBufFlags = [], page: (Int) -> Page
   ) throws(SFBufError) -> (first: Int, count: Int)? {
-    try allocateRun(count: limit, flags: flags, key: { page($0).hashKey }, page: page)
+    try allocateRun(
+      count: limit, flags: flags, key: { page($0).hashKey }, fill: { $1 = page($0) })
   }
 
-  /// ``allocateRun(count:flags:page:)``, given also each page's ``SFBufPageKey/hashKey``
-  /// without making the page: the run's pages are looked up by key, and a page is made
-  /// only to confirm a key found in the hash and to be mapped. Where making a page costs
-  /// something (the host's retains its object, whose reference count threads mapping the
-  /// same file share), this halves what a run pays per page.
+  /// ``allocateRun(count:flags:page:)``, given each page's ``SFBufPageKey/hashKey`` without
+  /// making the page, and a way to store page `i` in a slot that may still hold the page it
+  /// cached: the run's pages are looked up by key, a page is made only to confirm a key
+  /// found in the hash and to be mapped, and `fill(i, &cell)` stores page `i` in `cell`
+  /// (which holds a page, or `nil`), reusing what it holds where that is cheaper. Where
+  /// making a page costs something (the host's retains its object, whose reference count
+  /// threads mapping the same file share, and the page it replaces releases it), a slot
+  /// that cached a page of the same object is given the next page without either.
   ///
-  /// - Precondition: `key(i) == page(i).hashKey` for every `i`.
+  /// - Precondition: after `fill(i, &cell)`, `cell` holds a page whose `hashKey` is `key(i)`,
+  ///   whatever `cell` held before.
   @inlinable
   public func allocateRun(
-    count limit: Int, flags: SFBufFlags = [], key: (Int) -> UInt, page: (Int) -> Page
+    count limit: Int, flags: SFBufFlags = [], key: (Int) -> UInt,
+    fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) throws(SFBufError) -> (first: Int, count: Int)? {
     guard Machine.mapsRuns, limit >= 2 else { return nil }
+    func page(_ i: Int) -> Page {
+      var cell: Page? = nil
+      fill(i, &cell)
+      return cell.unsafelyUnwrapped
+    }
     checkPinned(flags)
     machine.lock()
     defer { machine.unlock() }
@@ -137,12 +148,8 @@ extension SFBufAllocator {
     }
     book.pointee.counters.misses &+= count
     for i in 0..<count {
-      // Checked here, where the page is made to be mapped; pages in use are wired by their
-      // holders, and pages after the run's end are checked by the call that maps them.
-      let p = page(i)
-      checkWired(p)
       removeFree(first + i)
-      claim(first + i, for: p)
+      claim(first + i, key: key(i)) { fill(i, &$0) }
     }
     try mapClaimed(first, count: count, flags, page: page)
     return (first, count)
@@ -166,7 +173,7 @@ extension SFBufAllocator {
     guard count >= 2 else { return nil }
     for s in first..<(first + count) {
       // A page in use is wired by its holders; one cached in a free slot may not be.
-      if !isInUse(s) { checkWired(state(s).pointee.page!) }
+      if !isInUse(s) { checkWired(cell: &state(s).pointee.page) }
       referenceLocked(s)
       applyCPURules(s, flags, hit: true)
     }

@@ -218,7 +218,10 @@ extension SFBufAllocator {
 
   /// Counts one more slot in use, `s`, and starts its new period of use.
   @inlinable func becameUsed(_ s: Int) {
-    line(s).pointee.generation.wrappingAdd(1, ordering: .relaxed)
+    // Written only under the lock: a load and a store, not a locked read-modify-write.
+    let l = line(s)
+    l.pointee.generation.store(
+      l.pointee.generation.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
     if isIdle { machine.windowBecameBusy() }
     book.pointee.counters.nsfbufsused += 1
     if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {

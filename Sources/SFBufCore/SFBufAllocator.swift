@@ -388,10 +388,36 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// lock) counts the slot in use at once; one mapped under the lock is counted when it is
   /// published, so that a refused mapping leaves no trace (`nsfbufspeak`, the slot's
   /// generation, the machine's hooks). Locked.
-  @inlinable func claim(_ s: Int, for page: Page) {
+  @inlinable func claim(_ s: Int, for page: consuming Page) {
     forget(s)
-    state(s).pointee.page = page
-    hash(s, key: page.hashKey)
+    let key = page.hashKey
+    state(s).pointee.page = consume page
+    claimed(s, key: key)
+  }
+
+  /// ``claim(_:for:)`` for the page `fill` stores in the slot's cell, which still holds the
+  /// page the slot cached (or `nil`), so that it may be reused (see
+  /// ``allocateRun(count:flags:key:fill:)``). The page is checked here, where it is made to
+  /// be mapped: pages in use are wired by their holders, and pages after a run's end are
+  /// checked by the call that maps them. Locked.
+  @inlinable func claim(_ s: Int, key: UInt, fill: (inout Page?) -> Void) {
+    if state(s).pointee.page != nil { unhash(s) }
+    fill(&state(s).pointee.page)
+    checkWired(cell: &state(s).pointee.page)
+    claimed(s, key: key)
+  }
+
+  /// ``checkWired(_:)`` for the page a slot's cell holds, read in place: within an `inout`
+  /// access nobody else writes the cell, so the page is not copied (which would retain what
+  /// it holds). Locked.
+  @inlinable func checkWired(cell: inout Page?) {
+    guard cell != nil else { fatalError("SFBufAllocator: a slot holds no page to map") }
+    checkWired(cell.unsafelyUnwrapped)
+  }
+
+  /// The rest of a claim, once slot `s` holds its new page, whose hash key is `key`. Locked.
+  @inlinable func claimed(_ s: Int, key: UInt) {
+    hash(s, key: key)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     book.pointee.mappingsInFlight += 1
     if mapsOutsideLock { becameUsed(s) }

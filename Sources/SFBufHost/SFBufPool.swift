@@ -235,7 +235,8 @@
         guard
           let (first, count) = try window.allocateRun(
             count: pages.upperBound - lower, flags: flags,
-            key: { object.pageKey(lower + $0) }, page: { object.page(lower + $0) })
+            key: { object.pageKey(lower + $0) }, fill: { VMPage.store(object, lower + $0, in: &$1) }
+          )
         else {
           next += 1
           try body(try allocate(object.page(lower), flags: flags))

@@ -261,11 +261,24 @@
     /// The object the page belongs to.
     public let object: VMObject
     /// The page's index in the object (its byte offset divided by ``vmPageSize``).
-    public let index: Int
+    @inlinable public var index: Int { pageIndex }
+    @usableFromInline var pageIndex: Int
 
     @inlinable public init(object: VMObject, index: Int) {
       self.object = object
-      self.index = index
+      self.pageIndex = index
+    }
+
+    /// Stores page `index` of `object` in `cell`: when `cell` holds a page of the same
+    /// object, only its index changes, so that neither a retain of the object nor the
+    /// release of the page replaced is paid (a window slot that cached a page of the file a
+    /// run maps, see ``SFBufAllocator/allocateRun(count:flags:key:fill:)``).
+    static func store(_ object: VMObject, _ index: Int, in cell: inout VMPage?) {
+      if cell != nil && cell.unsafelyUnwrapped.object === object {
+        cell!.pageIndex = index
+      } else {
+        cell = VMPage(object: object, index: index)
+      }
     }
 
     @inlinable public static func == (a: VMPage, b: VMPage) -> Bool {

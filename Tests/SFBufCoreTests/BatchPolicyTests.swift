@@ -151,11 +151,43 @@ struct BatchPolicyTests {
     let s41 = try a.allocate(Key(n: 41))
     a.free(s41)
     let run = try #require(
-      try a.allocateRun(count: 4, key: { Key(n: 1040 + $0).hashKey }, page: { Key(n: 1040 + $0) })
+      try a.allocateRun(
+        count: 4, key: { Key(n: 1040 + $0).hashKey }, fill: { $1 = Key(n: 1040 + $0) })
     )
     #expect(run.count == 4 && m.runMaps == 1)
     for i in 0..<4 { #expect(a.cachedSlot(of: Key(n: 1040 + i)) == run.first + i) }
     #expect(a.cachedSlot(of: Key(n: 40)) == s40 && a.cachedSlot(of: Key(n: 41)) == s41)
+    #expect(a.checkInvariants() == nil)
+  }
+
+  /// A run's `fill` is handed each slot's cell with the page the slot cached, so that the
+  /// host can reuse it (a page of the same object costs no retain then); a fresh slot's
+  /// cell is empty. What `fill` stores is what the slot caches.
+  @Test("a run's fill is given the page each slot cached")
+  func runFillSeesCachedPage() throws {
+    let m = BatchRecordingMachine()
+    let a = SFBufAllocator(machine: m, nsfbufs: 4)
+    // The cells that held a page when `fill` was called, by page number.
+    var given: [Int: Key] = [:]
+    func run(from n: Int) throws -> (first: Int, count: Int) {
+      try #require(
+        try a.allocateRun(
+          count: 4, key: { Key(n: n + $0).hashKey },
+          fill: {
+            if let old = $1 { given[$0] = old }
+            $1 = Key(n: n + $0)
+          }))
+    }
+    let first = try run(from: 100)
+    #expect(given.isEmpty)
+    for s in first.first..<(first.first + 4) { a.free(s) }
+    let second = try run(from: 200)
+    #expect(second.first == first.first)
+    #expect(given == [0: Key(n: 100), 1: Key(n: 101), 2: Key(n: 102), 3: Key(n: 103)])
+    for i in 0..<4 {
+      #expect(a.cachedSlot(of: Key(n: 200 + i)) == second.first + i)
+      #expect(a.cachedSlot(of: Key(n: 100 + i)) == nil)
+    }
     #expect(a.checkInvariants() == nil)
   }
 

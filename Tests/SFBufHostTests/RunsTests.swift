@@ -104,6 +104,31 @@ struct RunsTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
+  /// A run's slots that cached pages of the same object keep that object and change only
+  /// the page's index (no retain); slots that cached another object's pages take the new
+  /// object. Either way each slot caches exactly the page it maps.
+  @Test("runs over slots that cached the same object's or another object's pages")
+  func runsReuseSlots() throws {
+    let pool = try SFBufPool(nsfbufs: 8)
+    let a = try taggedAnonymous(pages: 32)
+    let b = try taggedAnonymous(pages: 32)
+    for (o, first) in [(a, 0), (a, 8), (b, 8), (a, 16), (b, 0)] {
+      var slots: [Int] = []
+      try pool.allocateRun(of: o, pages: first..<(first + 8)) { buf in
+        #expect(readTag(buf) == tag(o, buf.pageIndex))
+        slots.append(buf.slot!)
+      }
+      #expect(slots == Array(0..<8))
+      for i in 0..<8 {
+        #expect(pool.window!.cachedSlot(of: o.page(first + i)) == i)
+        let hit = try pool.allocate(o.page(first + i), flags: .noWait)
+        #expect(hit.slot == i && readTag(hit) == tag(o, first + i))
+      }
+      #expect(pool.window!.checkInvariants() == nil)
+    }
+    #expect(pool.stats.nsfbufsused == 0 && pool.stats.misses == 40 && pool.stats.hits == 40)
+  }
+
   @Test(
     "a run maps pages cached in free slots again, once each",
     arguments: [SFBufReclaimPolicy.faithful, .batched(batch: 8)])
