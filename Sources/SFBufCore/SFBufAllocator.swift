@@ -403,8 +403,18 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @inlinable func claim(_ s: Int, key: UInt, fill: (inout Page?) -> Void) {
     if state(s).pointee.page != nil { unhash(s) }
     fill(&state(s).pointee.page)
-    checkWired(cell: &state(s).pointee.page)
+    checkFilled(&state(s).pointee.page, key: key)
     claimed(s, key: key)
+  }
+
+  /// Checks the page a run's `fill` stored in `cell`: there is one, its hash key is the one
+  /// the run looked up, and it is wired. Read in place, as ``checkWired(cell:)`` does.
+  @inlinable func checkFilled(_ cell: inout Page?, key: UInt) {
+    guard cell != nil, cell.unsafelyUnwrapped.hashKey == key else {
+      fatalError(
+        "SFBufAllocator.allocateRun: fill(i, &cell) must store the page whose hashKey is key(i)")
+    }
+    checkWired(cell.unsafelyUnwrapped)
   }
 
   /// ``checkWired(_:)`` for the page a slot's cell holds, read in place: within an `inout`

@@ -191,6 +191,17 @@ struct BatchPolicyTests {
     #expect(a.checkInvariants() == nil)
   }
 
+  /// A `fill` that stores another page than the one whose key the run looked up would
+  /// leave a slot hashed under a key that is not its page's: the run stops the process.
+  @Test("a run's fill that stores the wrong page traps")
+  func runFillWrongPage() async {
+    await #expect(processExitsWith: .failure) {
+      let a = SFBufAllocator(machine: BatchRecordingMachine(), nsfbufs: 4)
+      _ = try? a.allocateRun(
+        count: 4, key: { Key(n: 100 + $0).hashKey }, fill: { $1 = Key(n: 200 + $0) })
+    }
+  }
+
   @Test("a run hit does not take pages cached out of order")
   func runHitNeedsOrder() throws {
     let m = BatchRecordingMachine()
