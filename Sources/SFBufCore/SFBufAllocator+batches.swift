@@ -104,20 +104,17 @@ extension SFBufAllocator {
     fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) throws(SFBufError) -> (first: Int, count: Int)? {
     guard Machine.mapsRuns, limit >= 2 else { return nil }
-    func page(_ i: Int) -> Page {
-      var cell: Page? = nil
-      fill(i, &cell)
-      return cell.unsafelyUnwrapped
-    }
     checkPinned(flags)
     machine.lock()
     defer { machine.unlock() }
-    if let hits = runHit(limit: limit, flags, key: key, page: page) { return hits }
+    if let hits = runHit(limit: limit, flags, key: key, page: { made($0, fill) }) {
+      return hits
+    }
     let boundary = machine.runBoundary
     var count = min(limit, nsfbufs, boundary)
     var cached = false
     for i in 0..<count {
-      let s = lookup(key: key(i)) { page(i) }
+      let s = lookup(key: key(i)) { made(i, fill) }
       if s >= 0 && isInUse(s) {
         count = i
         break
@@ -143,7 +140,7 @@ extension SFBufAllocator {
     }
     guard first >= 0 else { return nil }
     for i in 0..<count where cached {
-      let s = lookup(page(i))
+      let s = lookup(made(i, fill))
       if s >= 0 { forget(s) }
     }
     book.pointee.counters.misses &+= count
@@ -151,8 +148,16 @@ extension SFBufAllocator {
       removeFree(first + i)
       claim(first + i, key: key(i)) { fill(i, &$0) }
     }
-    try mapClaimed(first, count: count, flags, page: page)
+    try mapClaimed(first, count: count, flags, page: { made($0, fill) })
     return (first, count)
+  }
+
+  /// Page `i` of a run, made by its `fill` in an empty cell. (A closure expression that
+  /// calls this, unlike a local function, is not boxed on the heap by unoptimized builds.)
+  @inlinable func made(_ i: Int, _ fill: (_ i: Int, _ cell: inout Page?) -> Void) -> Page {
+    var cell: Page? = nil
+    fill(i, &cell)
+    return cell.unsafelyUnwrapped
   }
 
   /// The run as hits, when its first pages are cached in order in adjacent slots (as a run

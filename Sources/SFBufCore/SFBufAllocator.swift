@@ -445,7 +445,15 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     let slots = first..<(first + count)
     let outside = mapsOutsideLock
     // A run mapped outside the lock first drops whatever translations its slots still hold.
-    let unmapFirst = outside && count > 1 && slots.contains { !line($0).pointee.released }
+    var unmapFirst = false
+    if outside && count > 1 {
+      // A plain loop: `contains(where:)` over a range allocates in unoptimized builds.
+      var s = first
+      while !unmapFirst && s < first + count {
+        unmapFirst = !line(s).pointee.released
+        s += 1
+      }
+    }
     if outside { machine.unlock() }
     if unmapFirst { machine.unmap(slots: slots) }
     let result = Result { () throws(SFBufMapError) in

@@ -45,6 +45,36 @@ struct AllocCountTests {
     }
   }
 
+  /// The sequential scan maps page runs of 16 pages here (`nsfbufs / 4`). Counted per
+  /// thread and trial: the C loop allocates nothing; the batched window one batch, whose
+  /// storage its runs reuse; map-ahead at most a few batches per run (the one it hands the
+  /// reader, the helper's empty one when the window is full, the reader's own for what the
+  /// helper could not map), and what starting its helper thread takes.
+  @Test("the sequential scan: no allocation per run but map-ahead's one batch per run")
+  func seqRuns() throws {
+    let r = try runTool(
+      [
+        "bench", "--quick", "--json", "--trials", "1", "--workload", "seq", "--nsfbufs", "64",
+        "--peer", "batched", "--peer", "ahead", "--peer", "c",
+      ], timeout: 120)
+    #expect(r.status == 0, "sfbuf bench: \(r.stderr)")
+    let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+    let cells = json?["cells"] as? [[String: Any]] ?? []
+    #expect(cells.count == 2 * 5)
+    if Self.sanitized { return }
+    for c in cells {
+      let peer = c["peer"] as? String ?? "?"
+      let threads = c["threads"] as? Int ?? 1
+      let pages = (c["pages"] as? Int ?? 0) / threads
+      let perTrial = (c["allocsPerAccess"] as? Double ?? .infinity) * Double(pages)
+      let runs = (pages + 15) / 16
+      let bound = peer == "ahead" ? 3 * runs + 40 : peer == "batched" ? 1 : 0
+      #expect(
+        perTrial <= Double(bound),
+        "seq \(threads) \(peer): \(perTrial) allocations per thread and trial")
+    }
+  }
+
   @Test("a deliberate allocation per access is counted in every cell")
   func oneEach() throws {
     let cells = try cells(["--allocate-per-access"])
