@@ -152,8 +152,7 @@ extension SFBufAllocator {
     return (first, count)
   }
 
-  /// Page `i` of a run, made by its `fill` in an empty cell. (A closure expression that
-  /// calls this, unlike a local function, is not boxed on the heap by unoptimized builds.)
+  /// Page `i` of a run, made by its `fill` in an empty cell.
   @inlinable func made(_ i: Int, _ fill: (_ i: Int, _ cell: inout Page?) -> Void) -> Page {
     var cell: Page? = nil
     fill(i, &cell)
