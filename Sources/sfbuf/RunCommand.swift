@@ -17,7 +17,10 @@ struct RunCommand: ParsableCommand {
       nothing sleeps for a slot; one holding mappings asks with SFB_NOWAIT and, refused, \
       gives them all back first, so that every window size finishes.
 
-      SIGUSR1 prints the counters as they are (as dd does). --json prints one object, \
+      SIGUSR1 prints the counters as they are (as dd does). SIGINT (Ctrl-C), SIGTERM or \
+      SIGHUP stop the run early: the threads free what they hold, the counters so far are \
+      printed as at the end of a run, and the exit status is 128 + the signal's number. \
+      --json prints one object, \
       keys sorted: {"schema": "sfbuf-run/1", "threads", "pages", "hold", "seconds", \
       "skew", "seed", "pool" (window or direct map), "nsfbufs" (null for the direct map), \
       "allocations", "wrongMappings", "givenBack", "elapsedSeconds", \
@@ -72,6 +75,9 @@ struct RunCommand: ParsableCommand {
     }
     let zipf = Zipf(n: pages, s: skew)
     let results = ThreadResults(threads)
+    // A terminating signal ends the run early, and is remembered for the exit status.
+    let stop = StopSignal()
+    SignalWatcher.onGracefulStop { stop.number.store($0, ordering: .relaxed) }
     let deadline = now() + seconds
     let start = now()
     runThreads(threads) { t in
@@ -84,7 +90,7 @@ struct RunCommand: ParsableCommand {
       var ops = 0
       var bad = 0
       var givenBack = 0
-      while ops & 255 != 0 || now() < deadline {
+      while ops & 255 != 0 || now() < deadline && stop.number.load(ordering: .relaxed) == 0 {
         let index = zipf.draw(&rng)
         held.free(at: ops % hold)
         let buf: SFBuf
@@ -129,6 +135,26 @@ struct RunCommand: ParsableCommand {
     if s.nsfbufsused != 0 {
       throw ToolError(
         "\(s.nsfbufsused) slots still in use after every thread freed its mappings")
+    }
+    let sig = stop.number.load(ordering: .relaxed)
+    if sig != 0 {
+      printError(
+        "sfbuf run: stopped by \(signalName(sig)) after \(fmt(elapsed)) s of \(fmt(seconds, 1))")
+      throw ExitCode(128 + sig)
+    }
+  }
+
+  /// The signal that stopped the run early, or 0.
+  final class StopSignal: Sendable {
+    let number = Atomic<Int32>(0)
+  }
+
+  func signalName(_ sig: Int32) -> String {
+    switch sig {
+    case SIGINT: "SIGINT"
+    case SIGTERM: "SIGTERM"
+    case SIGHUP: "SIGHUP"
+    default: "signal \(sig)"
     }
   }
 

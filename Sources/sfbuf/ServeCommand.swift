@@ -81,7 +81,7 @@ struct ServeCommand: ParsableCommand {
       throw ToolError(error.description)
     }
     SignalWatcher.onStatus { server.statusLines }
-    SignalWatcher.onGracefulStop { server.stop() }
+    SignalWatcher.onGracefulStop { _ in server.stop() }
     let authority = host.contains(":") ? "[\(host)]" : host
     print("listening on http://\(authority):\(server.port) (\(poolOptions.describe(pool)))")
     fflush(nil)

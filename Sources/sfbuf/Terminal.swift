@@ -18,7 +18,7 @@ enum SignalWatcher {
     var started = false
     var status: [@Sendable () -> [String]] = []
     var cleanups: [@Sendable () -> Void] = []
-    var graceful: (@Sendable () -> Void)?
+    var graceful: (@Sendable (Int32) -> Void)?
   }
   static let terminating = [SIGINT, SIGTERM, SIGHUP]
 
@@ -40,9 +40,9 @@ enum SignalWatcher {
     state.locked { $0.status.append(lines) }
   }
 
-  /// Makes a terminating signal call `body` instead of ending the process: for a command
-  /// that stops by itself (`serve`) and exits 0.
-  static func onGracefulStop(_ body: @escaping @Sendable () -> Void) {
+  /// Makes a terminating signal call `body` with its number instead of ending the
+  /// process: for a command that stops by itself (`serve`, `run`).
+  static func onGracefulStop(_ body: @escaping @Sendable (Int32) -> Void) {
     state.locked { $0.graceful = body }
   }
 
@@ -78,7 +78,7 @@ enum SignalWatcher {
         continue
       }
       if let graceful = state.locked({ $0.graceful }) {
-        graceful()
+        graceful(sig)
         continue
       }
       terminatingNow.store(true, ordering: .releasing)

@@ -150,6 +150,32 @@ struct CommandLineTests {
     #expect(p.wait(timeout: 60) == 0, "the run ended normally")
   }
 
+  @Test(
+    "a terminating signal stops the run early: the counters so far, then 128 + the signal",
+    arguments: [SIGINT, SIGTERM])
+  func runInterrupted(sig: Int32) throws {
+    let out = makeTempPath("sfbuf-run-out")
+    let err = makeTempPath("sfbuf-run-err")
+    defer {
+      unlink(out)
+      unlink(err)
+    }
+    let p = try ToolProcess(
+      [try toolPath(), "run", "--seconds", "60", "--nsfbufs", "16"], stdout: out, stderr: err)
+    let running = waitUntil("the run's threads", seconds: 30) {
+      ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p.pid)/task"))?.count ?? 0)
+        >= 5
+    }
+    guard running else { return }
+    p.signal(sig)
+    #expect(p.wait(timeout: 30, "to stop after the signal") == 128 + sig)
+    let printed = readText(out)
+    #expect(printed.contains("sfbufs in use (current/peak/max)"), "the counters: \(printed)")
+    #expect(printed.contains(", 0 wrong mappings"), "every mapping verified: \(printed)")
+    let name = sig == SIGINT ? "SIGINT" : "SIGTERM"
+    #expect(readText(err).contains("sfbuf run: stopped by \(name) after"), "\(readText(err))")
+  }
+
   /// A pseudo-terminal: its device path and the master side.
   /// (posix_openpt, grantpt, unlockpt and ptsname_r are looked up in glibc at run time:
   /// Glibc's module map leaves them out without _XOPEN_SOURCE.)
