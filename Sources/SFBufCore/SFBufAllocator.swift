@@ -388,11 +388,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// lock) counts the slot in use at once; one mapped under the lock is counted when it is
   /// published, so that a refused mapping leaves no trace (`nsfbufspeak`, the slot's
   /// generation, the machine's hooks). Locked.
-  @inlinable func claim(_ s: Int, for page: consuming Page) {
+  @inlinable func claim(_ s: Int, for page: Page) {
     forget(s)
-    let key = page.hashKey
-    state(s).pointee.page = consume page
-    claimed(s, key: key)
+    state(s).pointee.page = page
+    claimed(s, key: page.hashKey)
   }
 
   /// ``claim(_:for:)`` for the page `fill` stores in the slot's cell, which still holds the
@@ -414,7 +413,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       fatalError(
         "SFBufAllocator.allocateRun: fill(i, &cell) must store the page whose hashKey is key(i)")
     }
-    checkWired(cell.unsafelyUnwrapped)
+    checkWired(cell: &cell)
   }
 
   /// ``checkWired(_:)`` for the page a slot's cell holds, read in place: within an `inout`
@@ -446,13 +445,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     let outside = mapsOutsideLock
     // A run mapped outside the lock first drops whatever translations its slots still hold.
     var unmapFirst = false
-    if outside && count > 1 {
-      // A plain loop: `contains(where:)` over a range allocates in unoptimized builds.
-      var s = first
-      while !unmapFirst && s < first + count {
-        unmapFirst = !line(s).pointee.released
-        s += 1
-      }
+    // A loop, not `contains(where:)`, which allocates in unoptimized builds.
+    for s in slots where outside && count > 1 && !line(s).pointee.released {
+      unmapFirst = true
+      break
     }
     if outside { machine.unlock() }
     if unmapFirst { machine.unmap(slots: slots) }

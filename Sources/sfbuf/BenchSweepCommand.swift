@@ -91,8 +91,7 @@ struct BenchSweepCommand: ParsableCommand {
   func run() throws {
     let threads = threadCounts.isEmpty ? [1, 2] : Array(Set(threadCounts)).sorted()
     let bench = try PageBench(
-      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4,
-      quick: quick,
+      nsfbufs: nsfbufs, batch: batch ?? nsfbufs / 4, quick: quick,
       trials: trials ?? (quick ? 2 : 5), workloads: [.uniform], peers: Self.methods,
       threads: threads, objectPages: 64 * nsfbufs)
     let sweep = Sweep(bench: bench, factors: Self.factors, threads: threads)
