@@ -11,8 +11,9 @@ import Synchronization
 ///
 /// Peers: the direct map (the limit), `pread` into a buffer, `mmap` + `munmap` per access,
 /// the window with the faithful policy, and the window with the batched policy (and page
-/// runs on the sequential scan). Workloads: hot hits, uniform random pages, Zipf(0.99), and
-/// a sequential scan reading whole pages, each with 1 and 2 threads. Each trial round runs
+/// runs on the sequential scan); on the scan also map-ahead and a C loop, on hot hits the
+/// floor of a reference-counted hit. Workloads: hot hits, uniform random pages,
+/// Zipf(0.99), and a sequential scan reading whole pages, each with 1 and 2 threads. Each trial round runs
 /// every cell once, so slow drifts of the machine hit every peer alike.
 struct BenchPagesCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -36,8 +37,11 @@ struct BenchPagesCommand: ParsableCommand {
       faithful and the batched policy (page runs on seq), and on seq also ahead: the \
       batched window with map-ahead, a helper thread mapping and populating the next run \
       while the reader reads this one, and c, the same runs mapped and summed by a C loop \
-      with no library (the kernel's share of the cost). --workload, --threads and --peer measure a part of \
-      the table (direct and pread are always measured: the ratios need them).
+      with no library (the kernel's share of the cost), and on hot also refs: the direct \
+      map's read between a locked increment and decrement of a word of the page's own \
+      (in C), the least a hit that counts references costs. --workload, --threads and \
+      --peer measure a part of the table (direct and pread are always measured: the \
+      ratios need them).
 
       --json prints one object, keys sorted: {"schema": "sfbuf-bench-pages/2", "config": \
       {...}, "tlbCounter": bool, "allocationsCounted": bool, "cells": [{"workload", \
@@ -151,6 +155,22 @@ enum BenchPeer: String, CaseIterable, ExpressibleByArgument {
   /// The scan's runs mapped and summed by a C loop with no library (`sfb_c_scan`): what
   /// the kernel costs. The sequential scan only.
   case c
+  /// The direct map's read between a locked increment and decrement of a word in the
+  /// page's own cache line, in C (`sfb_c_counted_reads`): the least a hit that counts
+  /// references costs. The hot cell only.
+  case refs
+}
+
+extension BenchPeer {
+  /// Whether this peer has a cell in workload `w`: map-ahead and the C loop scan, the
+  /// reference-count floor takes hot hits.
+  func measures(_ w: BenchWorkload) -> Bool {
+    switch self {
+    case .ahead, .c: w == .seq
+    case .refs: w == .hot
+    default: true
+    }
+  }
 }
 
 /// The access pattern.
@@ -229,6 +249,11 @@ final class PageBench: @unchecked Sendable {
   let direct = SFBufPool.directMap()
   let faithful: SFBufPool
   let batched: SFBufPool
+  /// The refs peer's pages (the hot ones), held in the direct map for the bench's life, and
+  /// a word per page, each in a cache line of its own, for their counts.
+  let refsHeld: SFBufBatch
+  let refsAddresses: [UnsafeMutableRawPointer]
+  let refsCounts: UnsafeMutablePointer<UInt64>
   /// Per workload and thread count, each thread's page sequence (the same for every peer).
   var sequences: [String: [[Int]]] = [:]
   /// The pages the uniform workload draws from (`sfbuf bench sweep` varies it).
@@ -262,7 +287,16 @@ final class PageBench: @unchecked Sendable {
     try object.wire(pages: 0..<pages)
     faithful = try SFBufPool(nsfbufs: nsfbufs, policy: .faithful)
     batched = try SFBufPool(nsfbufs: nsfbufs, policy: .batched(batch: batch))
+    let hot = min(32 * (threads.max() ?? 1), pages)
+    var held = SFBufBatch(pool: direct, capacity: hot)
+    for i in 0..<hot { held.append(try direct.allocate(object.page(i))) }
+    refsAddresses = (0..<hot).map { held.address($0) }
+    refsHeld = held
+    refsCounts = .allocate(capacity: hot * 8)
+    refsCounts.initialize(repeating: 0, count: hot * 8)
   }
+
+  deinit { refsCounts.deallocate() }
 
   /// Accesses per thread in one trial.
   func accesses(_ w: BenchWorkload, threads: Int) -> Int {
@@ -320,7 +354,7 @@ final class PageBench: @unchecked Sendable {
     var cells: [BenchCell] = []
     for w in workloads {
       for threads in threadCounts {
-        for p in peers where (p != .ahead && p != .c) || w == .seq {
+        for p in peers where p.measures(w) {
           cells.append(BenchCell(workload: w, threads: threads, peer: p))
         }
       }
@@ -438,6 +472,18 @@ final class PageBench: @unchecked Sendable {
         for j in 0..<run.count { acc &+= benchSumPage(run.address(j)) }
         run.removeAll()
         k += m
+      }
+    case .refs:
+      // The hot pages through the direct map, each read between a locked increment and
+      // decrement of a word of its own (in C): the floor of a hit that counts references.
+      // Its cells are hot ones, whose pages (`t * 32 + j`, `j < 32`) are all held.
+      acc &+= seq.withUnsafeBufferPointer { s in
+        refsAddresses.withUnsafeBufferPointer { a in
+          sfb_c_counted_reads(
+            UnsafeRawPointer(s.baseAddress!).assumingMemoryBound(to: CLong.self), n,
+            UnsafeRawPointer(a.baseAddress!).assumingMemoryBound(to: UnsafeMutableRawPointer?.self),
+            refsCounts)
+        }
       }
     case .c where whole:
       let bytes = nsfbufs * vmPageSize

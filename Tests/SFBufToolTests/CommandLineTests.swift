@@ -252,7 +252,7 @@ struct CommandLineTests {
     var p = try ToolProcess(args, tty: tty)
     var shown = Self.drain(master, until: p, timeout: 120)
     #expect(p.wait(timeout: 10) == 0)
-    #expect(shown.contains("cell 10/10"), "\(shown)")
+    #expect(shown.contains("cell 12/12"), "\(shown)")  // 6 peers x 2 thread counts
     p = try ToolProcess(args + ["--json"], tty: tty)
     shown = Self.drain(master, until: p, timeout: 120)
     #expect(p.wait(timeout: 10) == 0)

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import SFBufTestSupport
 import Testing
@@ -163,6 +164,15 @@ struct CLITests {
       "allocsPerAccess", "vsDirect", "vsPread",
     ] {
       #expect(json.contains("\"\(key)\":"), "missing key \(key)")
+    }
+    // Each peer where it measures something: the reference-count floor on hot hits only,
+    // map-ahead and the C loop on the scan only.
+    let root = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+    let cells = root?["cells"] as? [[String: Any]] ?? []
+    let places = Set(cells.map { "\($0["peer"] ?? "?") \($0["workload"] ?? "?")" })
+    #expect(places.contains("refs hot") && places.contains("batched uniform"), "\(places)")
+    for absent in ["refs uniform", "ahead hot", "c hot", "c uniform"] {
+      #expect(!places.contains(absent), "a cell \(absent)")
     }
   }
 }

@@ -27,4 +27,13 @@ uint64_t sfb_thread_allocations(void);
 /// set when a mapping is refused.
 uint64_t sfb_c_scan(int fd, long first, long count, long run, void *window, long window_pages);
 
+/// The `refs` peer of `sfbuf bench pages`' hot cell, the least that a hit which counts
+/// references can cost: for each `k < count`, page `i = seq[k]` is read at `pages[i]` (the
+/// word at byte `(i % 64) * 64`, as the other peers read it) between a locked increment
+/// and a locked decrement (acquire, release) of `counts[i * 8]`, a word in a cache line of
+/// its own. No hash, no lock, no handle: what is left of a window's hit once it is
+/// subtracted. Returns the sum of the words read.
+uint64_t sfb_c_counted_reads(const long *seq, long count, void *const *pages,
+                             uint64_t *counts);
+
 #endif
