@@ -117,6 +117,12 @@ struct BenchPagesCommand: ParsableCommand {
     if let t = threadCounts.first(where: { !(1...2).contains($0) }) {
       throw ValidationError("--threads must be 1 or 2, not \(t)")
     }
+    let chosen = workloads.isEmpty ? BenchWorkload.allCases : workloads
+    if let p = peers.first(where: { p in !chosen.contains { p.measures($0) } }) {
+      let wanted = BenchWorkload.allCases.filter { p.measures($0) }.map(\.rawValue)
+      throw ValidationError(
+        "--peer \(p.rawValue) measures only --workload \(wanted.joined(separator: ", "))")
+    }
   }
 
   func run() throws {

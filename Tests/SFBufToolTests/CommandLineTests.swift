@@ -65,6 +65,12 @@ struct CommandLineTests {
       (["bench", "sendfile", "--size", "2T"], "--size must be a byte count"),
       (["bench", "sendfile", "--size=-5M"], "--size must be a byte count"),
       (["bench", "pages", "--nsfbufs", "1024", "--run", "256"], "--run must be in 2...128"),
+      // A peer with no cell in the workloads chosen would leave the table without it.
+      (["bench", "pages", "--workload", "seq", "--peer", "refs"], "--peer refs measures only"),
+      (
+        ["bench", "pages", "--workload", "hot", "--peer", "c"],
+        "--peer c measures only --workload seq"
+      ),
     ] {
       let r = try runTool(args, timeout: 30)
       #expect(r.status == 64, "\(args): status \(r.status)")
