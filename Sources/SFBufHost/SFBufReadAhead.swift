@@ -22,6 +22,12 @@
   /// reader must sleep for slots, it first gives back the runs mapped ahead of it. Letting
   /// the reader go stops the helper and frees the runs it mapped ahead.
   ///
+  /// Measure before you use it. On the 2-CPU virtual machine this was built on it gained
+  /// nothing over a reader that maps its own runs (``SFBufPool/allocateRun(of:pages:flags:_:)``):
+  /// the helper's mapping of a run, with the teardown of the slots it reuses and the TLB
+  /// shootdowns that interrupt the reader's CPU, cost more per page than the reading, so
+  /// the reader waited for it; the README's "Performance" gives the figures.
+  ///
   /// - Precondition: the pages are wired for as long as the reader lives.
   public final class SFBufReadAhead {
     /// Where the mappings come from.
