@@ -168,6 +168,13 @@ enum BenchPeer: String, CaseIterable, ExpressibleByArgument {
 }
 
 extension BenchPeer {
+  /// What the table's footer says of the peers whose names do not say what they are.
+  static let legend: [(BenchPeer, String)] = [
+    (.ahead, "the batched window with map-ahead (a helper thread maps the next run)."),
+    (.c, "the same runs in a C loop with no library (the kernel's share)."),
+    (.refs, "the direct map's read between a locked increment and decrement (a hit's floor)."),
+  ]
+
   /// Whether this peer has a cell in workload `w`: map-ahead and the C loop scan, the
   /// reference-count floor takes hot hits.
   func measures(_ w: BenchWorkload) -> Bool {
@@ -559,6 +566,10 @@ final class PageBench: @unchecked Sendable {
     t.print()
     print("ns/page: median of the trials (per thread with 2 threads); x: median over the")
     print("direct map's / pread's in the same row group; tlb: TLB shootdown interrupts.")
+    let shown = Set(cells.map(\.peer))
+    for (peer, meaning) in BenchPeer.legend where shown.contains(peer) {
+      print("\(peer.rawValue): \(meaning)")
+    }
   }
 
   /// The `--json` document.

@@ -259,6 +259,8 @@ struct CommandLineTests {
     var shown = Self.drain(master, until: p, timeout: 120)
     #expect(p.wait(timeout: 10) == 0)
     #expect(shown.contains("cell 12/12"), "\(shown)")  // 6 peers x 2 thread counts
+    // The footer says what the peers whose names do not say it are, when they are shown.
+    #expect(shown.contains("refs: the direct map's read") && !shown.contains("ahead: "))
     p = try ToolProcess(args + ["--json"], tty: tty)
     shown = Self.drain(master, until: p, timeout: 120)
     #expect(p.wait(timeout: 10) == 0)
