@@ -13,8 +13,8 @@ import Synchronization
 /// the window with the faithful policy, and the window with the batched policy (and page
 /// runs on the sequential scan); on the scan also map-ahead and a C loop, on hot hits the
 /// floor of a reference-counted hit. Workloads: hot hits, uniform random pages,
-/// Zipf(0.99), and a sequential scan reading whole pages, each with 1 and 2 threads. Each trial round runs
-/// every cell once, so slow drifts of the machine hit every peer alike.
+/// Zipf(0.99), and a sequential scan reading whole pages, each with 1 and 2 threads. Each
+/// trial round runs every cell once, so slow drifts of the machine hit every peer alike.
 struct BenchPagesCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "pages",
@@ -262,6 +262,10 @@ final class PageBench: @unchecked Sendable {
   let direct = SFBufPool.directMap()
   let faithful: SFBufPool
   let batched: SFBufPool
+  /// The hot workload's pages per thread: thread `t` hits pages `t * 32 ..< (t + 1) * 32`.
+  static let hotPagesPerThread = 32
+  /// The hot pages of both threads, which the keeper holds in a window during a hot trial.
+  let hotPages: Int
   /// The refs peer's pages (the hot ones), held in the direct map for the bench's life, and
   /// a word per page, each in a cache line of its own, for their counts.
   let refsHeld: SFBufBatch
@@ -294,19 +298,19 @@ final class PageBench: @unchecked Sendable {
     free(opaqueMalloc(24))
     countsAllocations = sfb_thread_allocations() != before
     pages = objectPages ?? 16 * nsfbufs
+    hotPages = min(2 * Self.hotPagesPerThread, pages)
     uniformPages = 8 * nsfbufs
     object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-bench")
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
     faithful = try SFBufPool(nsfbufs: nsfbufs, policy: .faithful)
     batched = try SFBufPool(nsfbufs: nsfbufs, policy: .batched(batch: batch))
-    let hot = min(32 * (threads.max() ?? 1), pages)
-    var held = SFBufBatch(pool: direct, capacity: hot)
-    for i in 0..<hot { held.append(try direct.allocate(object.page(i))) }
-    refsAddresses = (0..<hot).map { held.address($0) }
+    var held = SFBufBatch(pool: direct, capacity: hotPages)
+    for i in 0..<hotPages { held.append(try direct.allocate(object.page(i))) }
+    refsAddresses = (0..<hotPages).map { held.address($0) }
     refsHeld = held
-    refsCounts = .allocate(capacity: hot * 8)
-    refsCounts.initialize(repeating: 0, count: hot * 8)
+    refsCounts = .allocate(capacity: hotPages * 8)
+    refsCounts.initialize(repeating: 0, count: hotPages * 8)
   }
 
   deinit { refsCounts.deallocate() }
@@ -343,7 +347,9 @@ final class PageBench: @unchecked Sendable {
       var rng = FastRandom(
         seed: 0x5EED &+ UInt64(t) &* 7919 &+ UInt64(BenchWorkload.allCases.firstIndex(of: w)!))
       switch w {
-      case .hot: out.append((0..<n).map { _ in t * 32 + Int(rng.next() % 32) })
+      case .hot:
+        let per = Self.hotPagesPerThread
+        out.append((0..<n).map { _ in t * per + Int(rng.next() % UInt64(per)) })
       case .uniform: out.append((0..<n).map { _ in Int(rng.next() % UInt64(uniformPages)) })
       case .zipf: out.append((0..<n).map { _ in zipf!.draw(&rng) })
       case .seq: out.append(Array((t * n)..<((t + 1) * n)))
@@ -395,9 +401,9 @@ final class PageBench: @unchecked Sendable {
     let seqs = sequence(w, threads: threads)
     let pool = pool(peer)
     // Hot hits find mappings in use: a keeper holds each hot page during the trial.
-    var kept = pool.map { SFBufBatch(pool: $0, capacity: 64) }
+    var kept = pool.map { SFBufBatch(pool: $0, capacity: hotPages) }
     if w == .hot, let pool, !pool.isDirectMap {
-      for i in 0..<64 { kept!.append(try! pool.allocate(object.page(i))) }
+      for i in 0..<hotPages { kept!.append(try! pool.allocate(object.page(i))) }
     }
     let before = (pool?.stats, pool?.mapCalls ?? 0, pool?.unmapCalls ?? 0, tlbShootdowns())
     let start = BenchBarrier(threads)
@@ -489,7 +495,7 @@ final class PageBench: @unchecked Sendable {
     case .refs:
       // The hot pages through the direct map, each read between a locked increment and
       // decrement of a word of its own (in C): the floor of a hit that counts references.
-      // Its cells are hot ones, whose pages (`t * 32 + j`, `j < 32`) are all held.
+      // Its cells are hot ones, whose pages (`hotPages`) are all held.
       acc &+= seq.withUnsafeBufferPointer { s in
         refsAddresses.withUnsafeBufferPointer { a in
           sfb_c_counted_reads(
