@@ -269,3 +269,76 @@ int sfb_open_beneath(int dirfd, const char *path) {
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
+
+// MARK: hazard words
+
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+static _Alignas(64) unsigned char hazard_table[SFB_HAZARD_RECORDS * SFB_HAZARD_STRIDE];
+static atomic_int hazard_taken[SFB_HAZARD_RECORDS];
+static atomic_long hazard_high_water;
+/// 0 not tried, 1 registered, -1 refused.
+static atomic_int hazard_registered;
+static pthread_key_t hazard_key;
+static pthread_once_t hazard_once = PTHREAD_ONCE_INIT;
+__thread int sfb_hazard_slot_plus_one;
+
+void *sfb_hazard_table(void) { return hazard_table; }
+
+long sfb_hazard_high_water(void) {
+  return atomic_load_explicit(&hazard_high_water, memory_order_acquire);
+}
+
+/// At thread exit: the record goes back (its word is 0: no thread exits inside a hit).
+static void hazard_release(void *value) {
+  long i = (long)(intptr_t)value - 1;
+  atomic_store_explicit(
+      (_Atomic uintptr_t *)(hazard_table + i * SFB_HAZARD_STRIDE), 0, memory_order_release);
+  atomic_store_explicit(&hazard_taken[i], 0, memory_order_release);
+}
+
+static void hazard_init(void) {
+  int ok = pthread_key_create(&hazard_key, hazard_release) == 0
+      && syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  atomic_store(&hazard_registered, ok ? 1 : -1);
+}
+
+int sfb_hazard_register(void) {
+  pthread_once(&hazard_once, hazard_init);
+  if (atomic_load(&hazard_registered) < 0) {
+    sfb_hazard_slot_plus_one = -1;
+    return -1;
+  }
+  for (int i = 0; i < SFB_HAZARD_RECORDS; i++) {
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&hazard_taken[i], &expected, 1)) {
+      // Sequentially consistent: a thread that remaps after reading a smaller high water
+      // cannot miss this thread's first hazard (see SFBufAllocator's quietFreeSlots).
+      long hw = atomic_load(&hazard_high_water);
+      while (hw < i + 1 && !atomic_compare_exchange_weak(&hazard_high_water, &hw, i + 1)) {}
+      if (pthread_setspecific(hazard_key, (void *)(intptr_t)(i + 1)) != 0) {
+        atomic_store(&hazard_taken[i], 0);
+        sfb_hazard_slot_plus_one = -1;
+        return -1;
+      }
+      sfb_hazard_slot_plus_one = i + 1;
+      return i;
+    }
+  }
+  sfb_hazard_slot_plus_one = -1;
+  return -1;
+}
+
+int sfb_membarrier(void) {
+  int r = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  if (r != 0 && errno == EPERM) {
+    // A child of fork(2) inherits the hazard words but not the registration (it belongs
+    // to the address space): register this one, once, and try again.
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
+      r = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    }
+  }
+  return r;
+}

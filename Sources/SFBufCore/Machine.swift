@@ -4,6 +4,8 @@
 // `mmap`), the simulated SMP machine (page tables and TLBs that go stale), or the bare-metal
 // i386 kernel (real PTEs, `invlpg`, IPIs). The allocator never touches a page table itself.
 
+import Synchronization
+
 /// The identity of one physical page, as the allocator's hash sees it.
 ///
 /// Two values are the same page exactly when they compare equal. `hashKey` must be equal for
@@ -195,6 +197,44 @@ public protocol SFBufMachine: AnyObject {
   /// ``windowBecameBusy()``: the two alternate under the lock, and every busy period gets
   /// exactly one of each.
   func windowBecameIdle()
+
+  // MARK: Hits without a reference (optional: see the defaults below)
+
+  /// How many hazard words the machine's table holds: one per thread that asks for one,
+  /// each on a cache line of its own. 0 (the default): the machine has none, and every hit
+  /// takes a reference. See ``SFBufAllocator/beginHit(_:flags:hazard:)``.
+  static var hazardRecords: Int { get }
+  /// The calling thread's hazard word (handed out on its first call), or `nil` when the
+  /// table is full or the machine cannot make the barrier of ``fenceAllThreads()``.
+  func hazard() -> SFBufHazard?
+  /// Hazard word `record`: the address of the slot line its thread reads without a
+  /// reference, or 0.
+  func hazardWord(_ record: Int) -> UnsafePointer<Atomic<UInt>>
+  /// One more than the highest record handed out so far: the words a scan reads. Never
+  /// decreases; a record handed out is visible here before its thread publishes a hazard.
+  func hazardsHandedOut() -> Int
+  /// Stores `value` in the calling thread's hazard `word` with release ordering, and keeps
+  /// the compiler from moving the loads that follow before the store. No processor fence:
+  /// the reclaimer's ``fenceAllThreads()`` stands for it.
+  func publish(_ value: UInt, in word: UnsafePointer<Atomic<UInt>>)
+  /// Returns once every thread of the machine has executed a full memory barrier: each
+  /// thread's stores before its barrier are then visible to the caller, and the caller's
+  /// stores before this call to each thread's loads after its barrier (Linux's
+  /// `membarrier(2)`). *Locked.*
+  func fenceAllThreads()
+}
+
+/// One thread's hazard word, on a machine that has them (``SFBufMachine/hazardRecords``).
+public struct SFBufHazard {
+  /// The word's record in the machine's table.
+  public let record: Int
+  /// The word.
+  public let word: UnsafePointer<Atomic<UInt>>
+
+  @inlinable public init(record: Int, word: UnsafePointer<Atomic<UInt>>) {
+    self.record = record
+    self.word = word
+  }
 }
 
 extension SFBufMachine {
@@ -216,6 +256,20 @@ extension SFBufMachine {
 
   /// By default nothing is kept alive while slots are in use.
   @inlinable public func windowBecameIdle() {}
+
+  /// By default a machine has no hazard words.
+  @inlinable public static var hazardRecords: Int { 0 }
+  @inlinable public func hazard() -> SFBufHazard? { nil }
+  /// Never called when ``hazardRecords`` is 0.
+  public func hazardWord(_ record: Int) -> UnsafePointer<Atomic<UInt>> {
+    fatalError("SFBufMachine.hazardWord(_:): this machine has no hazard words")
+  }
+  @inlinable public func hazardsHandedOut() -> Int { 0 }
+  /// Never called when ``hazardRecords`` is 0.
+  @inlinable public func publish(_ value: UInt, in word: UnsafePointer<Atomic<UInt>>) {
+    word.pointee.store(value, ordering: .releasing)
+  }
+  @inlinable public func fenceAllThreads() {}
 
   /// Never called when ``mapsRuns`` is false.
   public func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool {

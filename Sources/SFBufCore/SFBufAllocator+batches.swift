@@ -139,6 +139,12 @@ extension SFBufAllocator {
       }
     }
     guard first >= 0 else { return nil }
+    if Machine.hazardRecords > 0 && !isQuiet(run: first, count: count, cached: cached, fill) {
+      // The scan may take slots of the block, or of the run's cached pages, for readers.
+      let debts = book.pointee.debts
+      quietFreeSlots()
+      if book.pointee.debts != debts { return nil }
+    }
     for i in 0..<count where cached {
       let s = lookup(made(i, fill))
       if s >= 0 { forget(s) }
@@ -150,6 +156,20 @@ extension SFBufAllocator {
     }
     try mapClaimed(first, count: count, flags, page: { made($0, fill) })
     return (first, count)
+  }
+
+  /// Whether the block of `count` free slots from `first`, and the free slots caching the
+  /// run's pages when `cached`, are all quiet: a run remaps the first and drops the others'
+  /// pages from the hash. Locked.
+  @inlinable func isQuiet(
+    run first: Int, count: Int, cached: Bool, _ fill: (_ i: Int, _ cell: inout Page?) -> Void
+  ) -> Bool {
+    for s in first..<(first + count) where !isQuiet(s) { return false }
+    for i in 0..<count where cached {
+      let s = lookup(made(i, fill))
+      if s >= 0 && !isQuiet(s) { return false }
+    }
+    return true
   }
 
   /// Page `i` of a run, made by its `fill` in an empty cell.

@@ -232,6 +232,7 @@ extension SFBufAllocator {
   // MARK: Free list, least recently freed at the head
 
   @inlinable func insertFree(_ s: Int, atHead: Bool) {
+    if Machine.hazardRecords > 0 { line(s).pointee.freedAt = book.pointee.scans }
     if atHead {
       line(s).pointee.freePrev = -1
       line(s).pointee.freeNext = book.pointee.freeHead
@@ -411,6 +412,9 @@ public struct SFBufFaults: OptionSet, Sendable {
   public static let skipLocalInvalidate = SFBufFaults(rawValue: 2)
   /// Keep the CPU set when a live, used translation is replaced.
   public static let keepCPUSetOnRemap = SFBufFaults(rawValue: 4)
+  /// Make free slots quiet without reading the hazard words: a slot read through a hazard
+  /// may be remapped under its reader.
+  public static let ignoreHazards = SFBufFaults(rawValue: 8)
 }
 
 extension SFBufAllocator {

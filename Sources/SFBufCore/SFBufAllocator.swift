@@ -61,11 +61,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     /// The free list's links (``freePrev``, ``freeNext``); locked.
     @usableFromInline let prevFree = Atomic<Int32>(-1)
     @usableFromInline let nextFree = Atomic<Int32>(-1)
-    /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
-    /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``); locked.
-    @usableFromInline let releasedFlag = Atomic<Bool>(true)
-    /// Scratch for ``releaseBatch(_:)``; locked.
-    @usableFromInline let markedFlag = Atomic<Bool>(false)
+    /// ``released`` in bit 0, ``marked`` in bit 1, ``freedAt`` in the others; locked.
+    @usableFromInline let bits = Atomic<UInt32>(1)
 
     // Slot numbers are `Int` everywhere; only the links stored in the line are 32 bits wide,
     // to keep the line in 64 bytes. These are the only conversions. The fields written
@@ -92,13 +89,28 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       get { Int(nextFree.load(ordering: .relaxed)) }
       nonmutating set { nextFree.store(Int32(truncatingIfNeeded: newValue), ordering: .relaxed) }
     }
+    /// Nothing is known to be present in the slot: never mapped, mapping refused, or its
+    /// translation dropped by a batch (``SFBufMachine/unmap(slots:)``).
     @inlinable var released: Bool {
-      get { releasedFlag.load(ordering: .relaxed) }
-      nonmutating set { releasedFlag.store(newValue, ordering: .relaxed) }
+      get { bits.load(ordering: .relaxed) & 1 != 0 }
+      nonmutating set { setBits(1, newValue) }
     }
+    /// Scratch for ``releaseBatch(_:)``.
     @inlinable var marked: Bool {
-      get { markedFlag.load(ordering: .relaxed) }
-      nonmutating set { markedFlag.store(newValue, ordering: .relaxed) }
+      get { bits.load(ordering: .relaxed) & 2 != 0 }
+      nonmutating set { setBits(2, newValue) }
+    }
+    /// The number of hazard scans made before the slot last went free, modulo 2^30 (see
+    /// ``SFBufAllocator/isQuiet(_:)``).
+    @inlinable var freedAt: UInt32 {
+      get { bits.load(ordering: .relaxed) >> 2 }
+      nonmutating set {
+        bits.store(bits.load(ordering: .relaxed) & 3 | newValue << 2, ordering: .relaxed)
+      }
+    }
+    @inlinable func setBits(_ mask: UInt32, _ on: Bool) {
+      let b = bits.load(ordering: .relaxed)
+      bits.store(on ? b | mask : b & ~mask, ordering: .relaxed)
     }
 
     @inlinable init() {}
@@ -131,6 +143,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var counters = SFBufStats()
     /// Deliberate bugs, for showing that the coherence checkers catch them. Empty in use.
     @usableFromInline var faults = SFBufFaults()
+    /// Hazard scans made so far, modulo 2^30 (see ``isQuiet(_:)``).
+    @usableFromInline var scans: UInt32 = 0
+    /// References taken for readers through hazards (debts made), ever.
+    @usableFromInline var debts = 0
+    /// Debts not yet settled.
+    @usableFromInline var owed = 0
   }
 
   /// The allocator's memory, one allocation owned here and freed with the allocator: the
@@ -142,6 +160,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline let book: UnsafeMutablePointer<Book>
     @usableFromInline let lines: UnsafeMutableRawPointer
     @usableFromInline let cpuSets: UnsafeMutablePointer<CPUSet>
+    /// This pool's side of each of the machine's hazard words (``HazardRecord``), 64 bytes
+    /// apart; none on a machine without them.
+    @usableFromInline let records: UnsafeMutableRawPointer
     @usableFromInline let slots: Int
     @usableFromInline let cpuSetCount: Int
 
@@ -149,9 +170,15 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       self.slots = slots
       cpuSetCount = Machine.tracksTLBs ? slots : 1
       let linesAt = (MemoryLayout<Book>.stride + 63) & ~63
-      let cpuSetsAt = linesAt + slots * SFBufAllocator.lineStride
+      let recordsAt = linesAt + slots * SFBufAllocator.lineStride
+      let cpuSetsAt = recordsAt + Machine.hazardRecords * 64
       let base = UnsafeMutableRawPointer.allocate(
         byteCount: cpuSetsAt + cpuSetCount * MemoryLayout<CPUSet>.stride, alignment: 64)
+      records = base + recordsAt
+      for r in 0..<Machine.hazardRecords {
+        (records + r * 64).bindMemory(to: HazardRecord.self, capacity: 1).initialize(
+          to: HazardRecord())
+      }
       book = base.bindMemory(to: Book.self, capacity: 1)
       book.initialize(to: Book())
       lines = base + linesAt
@@ -170,6 +197,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         let line = lines + s * SFBufAllocator.lineStride
         _ = line.assumingMemoryBound(to: Slot.self).move()
         _ = (line + SFBufAllocator.stateOffset).assumingMemoryBound(to: SlotState.self).move()
+      }
+      for r in 0..<Machine.hazardRecords {
+        _ = (records + r * 64).assumingMemoryBound(to: HazardRecord.self).move()
       }
       cpuSets.deinitialize(count: cpuSetCount)
       book.deinitialize(count: 1)
@@ -354,6 +384,13 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       return .slot(cached)
     }
     // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
+    // (A free slot is remapped only once quiet; with no slot free, a reference held for a
+    // reader that has left is looked for: see SFBufAllocator+hazards.swift.)
+    if book.pointee.freeCount > book.pointee.reserved
+      ? !isQuiet(book.pointee.freeHead) : hasForgottenDebt()
+    {
+      quietFreeSlots()
+    }
     if book.pointee.freeCount > book.pointee.reserved {
       let s = book.pointee.freeHead
       if case .batched(let batch) = policy, !line(s).pointee.released { releaseBatch(batch) }
@@ -711,6 +748,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     var c = book.pointee.counters
+    c.hits &+= hazardHits
     for s in 0..<nsfbufs {
       c.hits &+= SlotLine.hits(line(s).pointee.word.load(ordering: .relaxed))
     }
@@ -724,6 +762,14 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     return book.pointee.freeCount - book.pointee.reserved
+  }
+
+  /// References taken so far for readers through hazard words, whose other holders all let
+  /// go during their hits (see ``beginHit(_:flags:hazard:)``).
+  @_spi(Testing) public var hazardDebts: Int {
+    machine.lock()
+    defer { machine.unlock() }
+    return book.pointee.debts
   }
 
   /// Sleepers now queued (not yet woken).

@@ -259,6 +259,36 @@
       s.sleep(interruptible: interruptible)
     }
     public func wake(_ s: HostSleeper) { s.wake() }
+
+    // MARK: Hazard words: one table for the process (CSFBufLinux), shared by every pool
+
+    @inlinable public static var hazardRecords: Int { Int(SFB_HAZARD_RECORDS) }
+
+    @inlinable public func hazard() -> SFBufHazard? {
+      let r = Int(sfb_hazard_index())
+      return r < 0 ? nil : SFBufHazard(record: r, word: hazardWord(r))
+    }
+
+    @inlinable public func hazardWord(_ record: Int) -> UnsafePointer<Atomic<UInt>> {
+      UnsafePointer(
+        (sfb_hazard_table() + record * Int(SFB_HAZARD_STRIDE)).assumingMemoryBound(
+          to: Atomic<UInt>.self))
+    }
+
+    @inlinable public func hazardsHandedOut() -> Int { sfb_hazard_high_water() }
+
+    @inlinable public func publish(_ value: UInt, in word: UnsafePointer<Atomic<UInt>>) {
+      word.pointee.store(value, ordering: .releasing)
+      sfb_compiler_barrier()
+    }
+
+    /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`. Only called once some thread holds a
+    /// hazard word, whose registration registered the process.
+    public func fenceAllThreads() {
+      if sfb_membarrier() != 0 {
+        fatalError("membarrier(2) failed after the process registered for it: errno \(errno)")
+      }
+    }
   }
 
   /// What one waiting allocation sleeps on: a futex word for threads, a continuation for

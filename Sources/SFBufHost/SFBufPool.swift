@@ -182,10 +182,14 @@
 
     /// Maps `page` for the duration of `body`, which receives the page's bytes.
     ///
-    /// The cheapest way to use a mapping: no handle; a direct map costs a few loads, a window
-    /// hit on a mapping in use the hash lookup and its reference.
+    /// The cheapest way to use a mapping: no handle; a direct map costs a few loads. On a
+    /// window, a hit on a mapping in use costs the hash lookup and no locked instruction:
+    /// the calling thread's hazard word names the slot while `body` runs, instead of a
+    /// reference (see `SFBufAllocator.beginHit(_:flags:hazard:)`). A hit inside `body`,
+    /// a thread beyond the first 128 to use one at once, and every other case take a
+    /// reference as ``allocate(_:flags:)`` does.
     /// - Throws: what `allocate(_:flags:)` throws, or what `body` throws.
-    @inlinable
+    @inlinable @inline(__always)
     public func withMapping<R>(
       of page: VMPage, flags: Flags = [], _ body: (UnsafeMutableRawBufferPointer) throws -> R
     ) throws -> R {
@@ -194,6 +198,15 @@
         return try body(
           UnsafeMutableRawBufferPointer(start: try directAddress(page), count: pageSize))
       case .window(let w, let layout):
+        // A hit on a mapping in use takes no reference: a hazard names the slot instead.
+        if let hazard = w._withUnsafeGuaranteedRef({ $0.machine.hazard() }) {
+          let slot = w._withUnsafeGuaranteedRef { $0.beginHit(page, flags: flags, hazard: hazard) }
+          if slot >= 0 {
+            defer { w._withUnsafeGuaranteedRef { $0.endHit(hazard) } }
+            return try body(
+              UnsafeMutableRawBufferPointer(start: layout.address(ofSlot: slot), count: pageSize))
+          }
+        }
         let slot = try SFBufPool.allocateSlot(w, page, flags)
         defer { w._withUnsafeGuaranteedRef { _ = $0.free(slot) } }
         return try body(

@@ -172,7 +172,10 @@ extension BenchPeer {
   static let legend: [(BenchPeer, String)] = [
     (.ahead, "the batched window with map-ahead (a helper thread maps the next run)."),
     (.c, "the same runs in a C loop with no library (the kernel's share)."),
-    (.refs, "the direct map's read between a locked increment and decrement (a hit's floor)."),
+    (
+      .refs,
+      "the direct map's read between a locked increment and decrement (a counted hit's floor)."
+    ),
   ]
 
   /// Whether this peer has a cell in workload `w`: map-ahead and the C loop scan, the

@@ -133,4 +133,40 @@ int sfb_open_beneath(int dirfd, const char *path);
 void sfb_tsan_acquire(const void *tag);
 void sfb_tsan_release(const void *tag);
 
+// MARK: hazard words (hits without a locked instruction)
+//
+// One word per thread that asks for one, each on a cache line of its own, in one table for
+// the process. A thread stores there the address of the window slot it reads without
+// holding a reference; a thread about to remap free slots first runs sfb_membarrier (a
+// full barrier on every running thread of the process), then reads the words.
+
+/// Records in the table; a thread that finds them all taken has none (it hits the counted way).
+enum { SFB_HAZARD_RECORDS = 128, SFB_HAZARD_STRIDE = 64 };
+/// The first record; record `i` is SFB_HAZARD_STRIDE * i bytes further. Each begins with its
+/// hazard word (a uintptr_t, 0 when the thread reads no slot).
+void *sfb_hazard_table(void);
+/// One more than the highest record ever handed out (scans stop there), read with acquire.
+long sfb_hazard_high_water(void);
+/// Hands the calling thread a record (given back when the thread exits) and returns its
+/// index, or -1 when none is free or the kernel refuses to register the process for
+/// membarrier(2) (then every later call returns -1 at once).
+int sfb_hazard_register(void);
+/// The calling thread's record index + 1; 0 before its first sfb_hazard_index, -1 when it
+/// has none.
+extern __thread int sfb_hazard_slot_plus_one;
+/// The calling thread's record index (registering on first use), or -1.
+static inline int sfb_hazard_index(void) {
+  int v = sfb_hazard_slot_plus_one;
+  if (__builtin_expect(v > 0, 1)) return v - 1;
+  return v < 0 ? -1 : sfb_hazard_register();
+}
+/// Keeps the compiler from moving the memory accesses after this point before it, or those
+/// before it after it (no instruction: the processor may still reorder; see sfb_membarrier).
+static inline void sfb_compiler_barrier(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+/// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): every running thread of the process
+/// executes a full memory barrier before this returns. Only after a successful
+/// sfb_hazard_register (which registers the process; a child of fork(2), which is not
+/// registered, is registered here on first use). Returns 0 or -1 with errno.
+int sfb_membarrier(void);
+
 #endif

@@ -1,0 +1,194 @@
+// Hits that take no reference, on machines with hazard words (the host).
+//
+// A hit that takes a reference pays two locked read-modify-writes of the slot's word (one
+// to take it, one to drop it): 6 to 7 ns each on the machines this was measured on, more
+// than the rest of the hit. A scoped hit (a `withMapping` body) can do without them. The
+// reader stores the address of the slot's line in its thread's hazard word, then checks
+// that the slot is in use and caches its page; until it clears the word, no slot it names
+// is remapped. Nothing locked, and no fence, on the reader's side: the one who remaps
+// pays, with a barrier on every thread of the process (`membarrier(2)`) before it reads
+// the hazard words, and only once for all the slots that went free since its last scan.
+//
+// The rules, with the lock held:
+//
+// - A free slot is *quiet* once a scan has been made since it went free (``isQuiet(_:)``).
+//   Only a quiet slot is claimed (remapped) or dropped from the hash. A scan makes every
+//   free slot quiet.
+// - A scan (``quietFreeSlots()``): barrier, then each hazard word naming a free slot of
+//   this pool turns into a reference held for its reader (a *debt*: the slot leaves the
+//   free list and counts as used). A reader that validated a slot while it was in use
+//   published its word before that slot went free, hence before the barrier; one that
+//   stores its word after the barrier finds the slot free, or claimed, and backs off.
+// - A debt is settled (its reference dropped) once its word names another slot: by the
+//   reader, which looks for a debt each time it clears its word, or by the next scan. A
+//   reader that cleared its word just before the scan stored its debt misses it; an
+//   allocation that finds no free slot, before it waits or fails, runs the barrier and looks
+//   for such a debt, and scans if it finds one.
+
+import Synchronization
+
+/// A pool's side of one hazard word: the hits its thread took here without a reference,
+/// and the slot whose reference the pool holds for it (its debt), or -1.
+@usableFromInline struct HazardRecord: ~Copyable {
+  /// Written by the word's thread only (a load and a store), read by ``SFBufAllocator/stats``.
+  @usableFromInline let hits = Atomic<UInt64>(0)
+  /// Written under the lock; read by the word's thread when it clears its word.
+  @usableFromInline let debt = Atomic<Int>(-1)
+
+  @inlinable init() {}
+}
+
+extension SFBufAllocator {
+  @inlinable func record(_ r: Int) -> UnsafeMutablePointer<HazardRecord> {
+    (storage.records + r * 64).assumingMemoryBound(to: HazardRecord.self)
+  }
+
+  /// Begins a hit that takes no reference: returns the slot caching `page`, in use, with
+  /// `hazard` naming it, or -1 (and `hazard` clear) when the page is not cached in a slot
+  /// in use, or `hazard` is already taken (a hit inside another). The slot is not remapped,
+  /// nor its page dropped from the hash, until ``endHit(_:)``; the caller holds no
+  /// reference to it, and counts as a holder only if its other holders all let go (then
+  /// the pool takes a reference for it, and drops it at ``endHit(_:)``). Costs no locked
+  /// instruction and no fence.
+  ///
+  /// - Precondition: `hazard` is the calling thread's (``SFBufMachine/hazard()``); with
+  ///   `.cpuPrivate`, the caller is pinned. Only on a machine that does not track TLBs.
+  @inlinable
+  public func beginHit(_ page: Page, flags: SFBufFlags = [], hazard: SFBufHazard) -> Int {
+    checkPinned(flags)
+    guard !Machine.tracksTLBs, hazard.word.pointee.load(ordering: .relaxed) == 0 else {
+      return -1
+    }
+    let key = page.hashKey
+    var s = head(bucket(key)).pointee.firstSlotAcquiring
+    var steps = 0
+    while s >= 0 && steps < nsfbufs {
+      let l = line(s)
+      if l.pointee.key.load(ordering: .relaxed) == key {
+        machine.publish(UInt(bitPattern: l), in: hazard.word)
+        // In use and not being mapped, seen after the hazard was published: nobody remaps
+        // the slot or changes its page until the hazard is cleared (see the rules above).
+        let w = l.pointee.word.load(ordering: .acquiring)
+        if SlotLine.references(w) > 0 && w & SlotLine.mapping == 0
+          && state(s).pointee.page == page
+        {
+          let r = record(hazard.record)
+          r.pointee.hits.store(r.pointee.hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+          return s
+        }
+        machine.publish(0, in: hazard.word)
+        return -1
+      }
+      s = l.pointee.nextSlot
+      steps += 1
+    }
+    return -1
+  }
+
+  /// Ends a hit begun by ``beginHit(_:flags:hazard:)``: clears the hazard, and drops the
+  /// reference the pool took for it, if it took one.
+  @inlinable public func endHit(_ hazard: SFBufHazard) {
+    machine.publish(0, in: hazard.word)
+    if record(hazard.record).pointee.debt.load(ordering: .relaxed) >= 0 {
+      settleDebt(hazard.record)
+    }
+  }
+
+  /// ``endHit(_:)``'s rare part: the pool holds a reference for this thread.
+  @usableFromInline @inline(never) func settleDebt(_ r: Int) {
+    machine.lock()
+    let idle = settle(r) && isIdle
+    machine.unlock()
+    if idle { machine.windowBecameIdle() }
+  }
+
+  /// Drops record `r`'s debt, if it has one. Returns whether its slot went free. Locked.
+  @inlinable func settle(_ r: Int) -> Bool {
+    let s = record(r).pointee.debt.load(ordering: .relaxed)
+    guard s >= 0 else { return false }
+    record(r).pointee.debt.store(-1, ordering: .relaxed)
+    book.pointee.owed -= 1
+    return dropReferenceLocked(s, hit: false)
+  }
+
+  /// ``settle(_:)`` inside an allocation, which may make the window busy again: a busy
+  /// period that ends here is reported at once. Locked.
+  @inlinable func settleInside(_ r: Int) {
+    if settle(r) && isIdle { machine.windowBecameIdle() }
+  }
+
+  /// Whether free slot `s` may be remapped, or dropped from the hash: a scan was made after
+  /// it went free. Always, on a machine without hazard words. Locked.
+  @inlinable func isQuiet(_ s: Int) -> Bool {
+    guard Machine.hazardRecords > 0 else { return true }
+    // Scans since the slot went free, modulo 2^30: 0 means none. A slot free for 2^29
+    // scans and more may look loud: it only costs a scan.
+    let since = (book.pointee.scans &- line(s).pointee.freedAt) & 0x3FFF_FFFF
+    return since > 0 && since < 0x2000_0000
+  }
+
+  /// The slot of this pool whose line is at `address`, or -1.
+  @inlinable func slot(atLine address: UInt) -> Int {
+    let base = UInt(bitPattern: storage.lines)
+    guard address >= base else { return -1 }
+    let s = Int(address - base) / Self.lineStride
+    return s < nsfbufs ? s : -1
+  }
+
+  /// Makes every free slot quiet (see the rules above): settles the debts whose readers
+  /// have moved on, runs the barrier, and turns each hazard on a free slot into a debt.
+  /// Locked.
+  @usableFromInline @inline(never) func quietFreeSlots() {
+    let words = machine.hazardsHandedOut()
+    // Debts settled now free their slots before the barrier, where the scan sees any
+    // other reader of them.
+    for r in 0..<words where record(r).pointee.debt.load(ordering: .relaxed) >= 0 {
+      let s = record(r).pointee.debt.load(ordering: .relaxed)
+      if machine.hazardWord(r).pointee.load(ordering: .acquiring) != UInt(bitPattern: line(s)) {
+        settleInside(r)
+      }
+    }
+    book.pointee.scans &+= 1
+    guard words > 0, !book.pointee.faults.contains(.ignoreHazards) else { return }
+    machine.fenceAllThreads()
+    for r in 0..<words {
+      let s = slot(atLine: machine.hazardWord(r).pointee.load(ordering: .acquiring))
+      guard s >= 0, !isInUse(s) else { continue }
+      settleInside(r)
+      removeFree(s)
+      becameUsed(s)
+      line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
+      record(r).pointee.debt.store(s, ordering: .relaxed)
+      book.pointee.debts += 1
+      book.pointee.owed += 1
+    }
+  }
+
+  /// Whether a debt's reader has left its hit without seeing the debt (it cleared its word
+  /// before the scan that made the debt stored it): then only a scan settles it, and an
+  /// allocation about to wait for a free slot makes one first. Runs the barrier when a debt
+  /// is owed, so that every reader's clearing of its word is seen here, or its load of its
+  /// debt sees the debt. Locked.
+  @inlinable func hasForgottenDebt() -> Bool {
+    guard Machine.hazardRecords > 0, book.pointee.owed > 0 else { return false }
+    machine.fenceAllThreads()
+    for r in 0..<machine.hazardsHandedOut() {
+      let s = record(r).pointee.debt.load(ordering: .relaxed)
+      if s >= 0
+        && machine.hazardWord(r).pointee.load(ordering: .acquiring) != UInt(bitPattern: line(s))
+      {
+        return true
+      }
+    }
+    return false
+  }
+
+  /// The hits taken through hazards, for ``stats``. Locked.
+  @inlinable var hazardHits: Int {
+    var n = 0
+    for r in 0..<machine.hazardsHandedOut() {
+      n &+= Int(truncatingIfNeeded: record(r).pointee.hits.load(ordering: .relaxed))
+    }
+    return n
+  }
+}
