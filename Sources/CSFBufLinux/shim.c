@@ -276,7 +276,7 @@ int sfb_open_beneath(int dirfd, const char *path) {
 #include <pthread.h>
 #include <stdatomic.h>
 
-static _Alignas(64) unsigned char hazard_table[SFB_HAZARD_RECORDS * SFB_HAZARD_STRIDE];
+_Alignas(64) unsigned char sfb_hazard_records[SFB_HAZARD_RECORDS * SFB_HAZARD_STRIDE];
 static atomic_int hazard_taken[SFB_HAZARD_RECORDS];
 static atomic_long hazard_high_water;
 /// 0 not tried, 1 registered, -1 refused.
@@ -285,7 +285,6 @@ static pthread_key_t hazard_key;
 static pthread_once_t hazard_once = PTHREAD_ONCE_INIT;
 __thread int sfb_hazard_slot_plus_one;
 
-void *sfb_hazard_table(void) { return hazard_table; }
 
 long sfb_hazard_high_water(void) {
   return atomic_load_explicit(&hazard_high_water, memory_order_acquire);
@@ -295,7 +294,7 @@ long sfb_hazard_high_water(void) {
 static void hazard_release(void *value) {
   long i = (long)(intptr_t)value - 1;
   atomic_store_explicit(
-      (_Atomic uintptr_t *)(hazard_table + i * SFB_HAZARD_STRIDE), 0, memory_order_release);
+      (_Atomic uintptr_t *)(sfb_hazard_records + i * SFB_HAZARD_STRIDE), 0, memory_order_release);
   atomic_store_explicit(&hazard_taken[i], 0, memory_order_release);
 }
 

@@ -53,7 +53,7 @@ extension SFBufAllocator {
   ///
   /// - Precondition: `hazard` is the calling thread's (``SFBufMachine/hazard()``); with
   ///   `.cpuPrivate`, the caller is pinned. Only on a machine that does not track TLBs.
-  @inlinable
+  @inlinable @inline(__always)
   public func beginHit(_ page: Page, flags: SFBufFlags = [], hazard: SFBufHazard) -> Int {
     checkPinned(flags)
     guard !Machine.tracksTLBs, hazard.word.pointee.load(ordering: .relaxed) == 0 else {

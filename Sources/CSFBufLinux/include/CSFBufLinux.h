@@ -142,9 +142,11 @@ void sfb_tsan_release(const void *tag);
 
 /// Records in the table; a thread that finds them all taken has none (it hits the counted way).
 enum { SFB_HAZARD_RECORDS = 128, SFB_HAZARD_STRIDE = 64 };
-/// The first record; record `i` is SFB_HAZARD_STRIDE * i bytes further. Each begins with its
-/// hazard word (a uintptr_t, 0 when the thread reads no slot).
-void *sfb_hazard_table(void);
+/// The records; record `i` is SFB_HAZARD_STRIDE * i bytes from the first. Each begins with
+/// its hazard word (a uintptr_t, 0 when the thread reads no slot).
+extern unsigned char sfb_hazard_records[SFB_HAZARD_RECORDS * SFB_HAZARD_STRIDE];
+/// The first record.
+static inline void *sfb_hazard_table(void) { return sfb_hazard_records; }
 /// One more than the highest record ever handed out (scans stop there), read with acquire.
 long sfb_hazard_high_water(void);
 /// Hands the calling thread a record (given back when the thread exits) and returns its
