@@ -59,29 +59,19 @@ extension SFBufAllocator {
     guard !Machine.tracksTLBs, hazard.word.pointee.load(ordering: .relaxed) == 0 else {
       return -1
     }
-    let key = page.hashKey
-    var s = head(bucket(key)).pointee.firstSlotAcquiring
-    var steps = 0
-    while s >= 0 && steps < nsfbufs {
-      let l = line(s)
-      if l.pointee.key.load(ordering: .relaxed) == key {
-        machine.publish(UInt(bitPattern: l), in: hazard.word)
-        // In use and not being mapped, seen after the hazard was published: nobody remaps
-        // the slot or changes its page until the hazard is cleared (see the rules above).
-        let w = l.pointee.word.load(ordering: .acquiring)
-        if SlotLine.references(w) > 0 && w & SlotLine.mapping == 0
-          && state(s).pointee.page == page
-        {
-          let r = record(hazard.record)
-          r.pointee.hits.store(r.pointee.hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
-          return s
-        }
-        machine.publish(0, in: hazard.word)
-        return -1
-      }
-      s = l.pointee.nextSlot
-      steps += 1
+    let s = slotWithoutLock(key: page.hashKey)
+    guard s >= 0 else { return -1 }
+    let l = line(s)
+    machine.publish(UInt(bitPattern: l), in: hazard.word)
+    // In use and not being mapped, seen after the hazard was published: nobody remaps the
+    // slot or changes its page until the hazard is cleared (see the rules above).
+    let w = l.pointee.word.load(ordering: .acquiring)
+    if SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 && state(s).pointee.page == page {
+      let r = record(hazard.record)
+      r.pointee.hits.store(r.pointee.hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+      return s
     }
+    machine.publish(0, in: hazard.word)
     return -1
   }
 

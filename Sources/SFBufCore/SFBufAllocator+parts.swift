@@ -105,34 +105,40 @@ extension SFBufAllocator {
   /// path must decide (not found, free, being mapped, or the check failed). When the failed
   /// check's reference turns out to be the slot's last, the slot goes free here.
   @inlinable func referenceIfInUse(_ page: Page) -> Int {
-    let key = page.hashKey
-    var s = head(bucket(key)).pointee.firstSlotAcquiring
-    var steps = 0
-    while s >= 0 && steps < nsfbufs {
-      let l = line(s)
-      if l.pointee.key.load(ordering: .relaxed) == key {
-        var w = l.pointee.word.load(ordering: .relaxed)
-        while SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 {
-          let (done, now) = l.pointee.word.weakCompareExchange(
-            expected: w, desired: w &+ (SlotLine.oneRef | SlotLine.oneHit),
-            successOrdering: .acquiring, failureOrdering: .relaxed)
-          if done {
-            // Safe to read: a slot with a reference is not recycled, and the recycler's
-            // release of the word made the page visible.
-            if state(s).pointee.page == page { return s }
-            if !dropReferenceIfNotLast(s, hit: true) {
-              machine.lock()
-              let idle = dropReferenceLocked(s, hit: true) && isIdle
-              machine.unlock()
-              if idle { machine.windowBecameIdle() }
-            }
-            return -1
-          }
-          w = now
+    let s = slotWithoutLock(key: page.hashKey)
+    guard s >= 0 else { return -1 }
+    let l = line(s)
+    var w = l.pointee.word.load(ordering: .relaxed)
+    while SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 {
+      let (done, now) = l.pointee.word.weakCompareExchange(
+        expected: w, desired: w &+ (SlotLine.oneRef | SlotLine.oneHit),
+        successOrdering: .acquiring, failureOrdering: .relaxed)
+      if done {
+        // Safe to read: a slot with a reference is not recycled, and the recycler's
+        // release of the word made the page visible.
+        if state(s).pointee.page == page { return s }
+        if !dropReferenceIfNotLast(s, hit: true) {
+          machine.lock()
+          let idle = dropReferenceLocked(s, hit: true) && isIdle
+          machine.unlock()
+          if idle { machine.windowBecameIdle() }
         }
         return -1
       }
-      s = l.pointee.nextSlot
+      w = now
+    }
+    return -1
+  }
+
+  /// Without the lock: the first slot of the hash chain of `key` whose key is `key`, or -1.
+  /// The chain may change meanwhile: a slot taken out of it keeps its link, so the walk goes
+  /// on to the end of the old chain; it stops after `nsfbufs` steps in any case.
+  @inlinable func slotWithoutLock(key: UInt) -> Int {
+    var s = head(bucket(key)).pointee.firstSlotAcquiring
+    var steps = 0
+    while s >= 0 && steps < nsfbufs {
+      if line(s).pointee.key.load(ordering: .relaxed) == key { return s }
+      s = line(s).pointee.nextSlot
       steps += 1
     }
     return -1

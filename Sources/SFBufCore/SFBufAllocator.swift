@@ -8,7 +8,9 @@
 // atomic word, and a hit on a slot that already has a reference takes another without the
 // lock (found through the hash, then checked again once the reference is held). Only the
 // transitions between free and in use (0 <-> 1 reference), misses and sleeps take the lock,
-// so the free list and the counters stay exact.
+// so the free list and the counters stay exact. On machines with hazard words a scoped hit
+// takes no reference at all, and a free slot is remapped only after a scan of the words
+// (SFBufAllocator+hazards.swift).
 
 import Synchronization
 
@@ -23,8 +25,9 @@ import Synchronization
 /// mapped by two slots; sleepers are served in arrival order without a thundering herd; a
 /// failure says why; misuse (double free, foreign slot, unwired page, unpinned
 /// `SFB_CPUPRIVATE`) stops with a message naming it; a hit on a mapping in use takes no lock
-/// (on machines whose TLBs the hardware keeps coherent); and a ``SFBufReclaimPolicy`` can
-/// recycle free slots in batches.
+/// (on machines whose TLBs the hardware keeps coherent), and a scoped one no reference
+/// either on machines with hazard words (``beginHit(_:flags:hazard:)``); and a
+/// ``SFBufReclaimPolicy`` can recycle free slots in batches.
 ///
 /// Slots are named by their index, `0 ..< nsfbufs`; slot `i` is the `i`-th page of the
 /// window. Every method takes the machine's lock for the time it needs it.

@@ -187,7 +187,7 @@
     /// the calling thread's hazard word names the slot while `body` runs, instead of a
     /// reference (see `SFBufAllocator.beginHit(_:flags:hazard:)`). A hit inside `body`,
     /// a thread beyond the first 128 to use one at once, and every other case take a
-    /// reference as ``allocate(_:flags:)`` does.
+    /// reference as `allocate(_:flags:)` does.
     /// - Throws: what `allocate(_:flags:)` throws, or what `body` throws.
     @inlinable @inline(__always)
     public func withMapping<R>(
