@@ -333,8 +333,8 @@ int sfb_hazard_register(void) {
 int sfb_membarrier(void) {
   int r = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   if (r != 0 && errno == EPERM) {
-    // A child of fork(2) inherits the hazard words but not the registration (it belongs
-    // to the address space): register this one, once, and try again.
+    // The registration belongs to the address space. A child of fork(2) inherits it on
+    // the kernels tried (6.18); one that does not is registered here, and tries again.
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
       r = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
     }

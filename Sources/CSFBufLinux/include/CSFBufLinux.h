@@ -167,8 +167,8 @@ static inline int sfb_hazard_index(void) {
 static inline void sfb_compiler_barrier(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 /// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): every running thread of the process
 /// executes a full memory barrier before this returns. Only after a successful
-/// sfb_hazard_register (which registers the process; a child of fork(2), which is not
-/// registered, is registered here on first use). Returns 0 or -1 with errno.
+/// sfb_hazard_register (which registers the process; a child of fork(2) not registered
+/// with it is registered here on first use). Returns 0 or -1 with errno.
 int sfb_membarrier(void);
 
 #endif
