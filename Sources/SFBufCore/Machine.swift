@@ -220,7 +220,7 @@ public protocol SFBufMachine: AnyObject {
   /// Returns once every thread of the machine has executed a full memory barrier: each
   /// thread's stores before its barrier are then visible to the caller, and the caller's
   /// stores before this call to each thread's loads after its barrier (Linux's
-  /// `membarrier(2)`). *Locked.*
+  /// `membarrier(2)`). Called with or without the lock.
   func fenceAllThreads()
 }
 

@@ -107,55 +107,62 @@ extension SFBufAllocator {
     checkPinned(flags)
     machine.lock()
     defer { machine.unlock() }
-    if let hits = runHit(limit: limit, flags, key: key, page: { made($0, fill) }) {
-      return hits
-    }
-    let boundary = machine.runBoundary
-    var count = min(limit, nsfbufs, boundary)
-    var cached = false
-    for i in 0..<count {
-      let s = lookup(key: key(i)) { made(i, fill) }
-      if s >= 0 && isInUse(s) {
-        count = i
-        break
+    var scanned = false
+    while true {
+      if let hits = runHit(limit: limit, flags, key: key, page: { made($0, fill) }) {
+        return hits
       }
-      cached = cached || s >= 0
-    }
-    guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else { return nil }
-    let blocks = nsfbufs / count
-    let head = book.pointee.freeHead / count
-    var first = -1
-    for j in 0..<blocks {
-      let b = (head + j) % blocks * count
-      if b % boundary + count > boundary { continue }
-      var free = true
-      for s in b..<(b + count) where isInUse(s) {
-        free = false
-        break
+      let boundary = machine.runBoundary
+      var count = min(limit, nsfbufs, boundary)
+      var cached = false
+      for i in 0..<count {
+        let s = lookup(key: key(i)) { made(i, fill) }
+        if s >= 0 && isInUse(s) {
+          count = i
+          break
+        }
+        cached = cached || s >= 0
       }
-      if free {
-        first = b
-        break
+      guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else {
+        return nil
       }
+      let blocks = nsfbufs / count
+      let head = book.pointee.freeHead / count
+      var first = -1
+      for j in 0..<blocks {
+        let b = (head + j) % blocks * count
+        if b % boundary + count > boundary { continue }
+        var free = true
+        for s in b..<(b + count) where isInUse(s) {
+          free = false
+          break
+        }
+        if free {
+          first = b
+          break
+        }
+      }
+      guard first >= 0 else { return nil }
+      if Machine.hazardRecords > 0 && !isQuiet(run: first, count: count, cached: cached, fill) {
+        // A scan drops the lock (and may take slots for readers): plan the run again. Once:
+        // a block still loud after a scan is left to the caller's single allocations.
+        if scanned { return nil }
+        quietFreeSlots()
+        scanned = true
+        continue
+      }
+      for i in 0..<count where cached {
+        let s = lookup(made(i, fill))
+        if s >= 0 { forget(s) }
+      }
+      book.pointee.counters.misses &+= count
+      for i in 0..<count {
+        removeFree(first + i)
+        claim(first + i, key: key(i)) { fill(i, &$0) }
+      }
+      try mapClaimed(first, count: count, flags, page: { made($0, fill) })
+      return (first, count)
     }
-    guard first >= 0 else { return nil }
-    if Machine.hazardRecords > 0 && !isQuiet(run: first, count: count, cached: cached, fill) {
-      // The scan may take slots of the block, or of the run's cached pages, for readers.
-      let debts = book.pointee.debts
-      quietFreeSlots()
-      if book.pointee.debts != debts { return nil }
-    }
-    for i in 0..<count where cached {
-      let s = lookup(made(i, fill))
-      if s >= 0 { forget(s) }
-    }
-    book.pointee.counters.misses &+= count
-    for i in 0..<count {
-      removeFree(first + i)
-      claim(first + i, key: key(i)) { fill(i, &$0) }
-    }
-    try mapClaimed(first, count: count, flags, page: { made($0, fill) })
-    return (first, count)
   }
 
   /// Whether the block of `count` free slots from `first`, and the free slots caching the

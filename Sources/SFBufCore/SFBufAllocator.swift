@@ -146,8 +146,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var counters = SFBufStats()
     /// Deliberate bugs, for showing that the coherence checkers catch them. Empty in use.
     @usableFromInline var faults = SFBufFaults()
-    /// Hazard scans made so far, modulo 2^30 (see ``isQuiet(_:)``).
+    /// Hazard scans begun so far, modulo 2^30 (see ``isQuiet(_:)``).
     @usableFromInline var scans: UInt32 = 0
+    /// The newest hazard scan ended: the free slots it covers are quiet.
+    @usableFromInline var quietBelow: UInt32 = 0
     /// References taken for readers through hazards (debts made), ever.
     @usableFromInline var debts = 0
     /// Debts not yet settled.
@@ -373,42 +375,46 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     // Whatever this attempt comes to, a reservation given back goes to the next sleeper
     // (when the attempt queues again, no slot is free for anyone and this wakes nobody).
     defer { if wasWoken { wakeWaiters() } }
-    // 1. Lookup first, after every wake-up too: a hit never fails.
-    let cached = lookup(page)
-    if cached >= 0 {
-      if isBeingMapped(cached) {
-        // Another miss is mapping the page outside the lock: wait for it, then look again.
-        awaitMapping(cached, &waiter)
-        return .queued
+    while true {
+      // 1. Lookup first, after every wake-up too: a hit never fails.
+      let cached = lookup(page)
+      if cached >= 0 {
+        if isBeingMapped(cached) {
+          // Another miss is mapping the page outside the lock: wait for it, then look again.
+          awaitMapping(cached, &waiter)
+          return .queued
+        }
+        referenceLocked(cached)
+        book.pointee.counters.hits &+= 1
+        applyCPURules(cached, flags, hit: true)
+        return .slot(cached)
       }
-      referenceLocked(cached)
-      book.pointee.counters.hits &+= 1
-      applyCPURules(cached, flags, hit: true)
-      return .slot(cached)
+      // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper,
+      // once quiet; with none free, first look for a reference held for a reader that has
+      // left (see SFBufAllocator+hazards.swift). A scan drops the lock for its barrier:
+      // then look again from the start.
+      if book.pointee.freeCount > book.pointee.reserved
+        ? !isQuiet(book.pointee.freeHead) : hasForgottenDebt()
+      {
+        quietFreeSlots()
+        continue
+      }
+      if book.pointee.freeCount > book.pointee.reserved {
+        let s = book.pointee.freeHead
+        if case .batched(let batch) = policy, !line(s).pointee.released { releaseBatch(batch) }
+        removeFree(s)
+        book.pointee.counters.misses &+= 1
+        claim(s, for: page)
+        return .claimed(s)
+      }
+      // 3. Full window.
+      if flags.contains(.noWait) {
+        book.pointee.counters.sf_allocfail &+= 1
+        throw .wouldBlock
+      }
+      queue(&waiter, atFront: wasWoken)
+      return .queued
     }
-    // 2. Miss: recycle the least recently freed slot not promised to a woken sleeper.
-    // (A free slot is remapped only once quiet; with no slot free, a reference held for a
-    // reader that has left is looked for: see SFBufAllocator+hazards.swift.)
-    if book.pointee.freeCount > book.pointee.reserved
-      ? !isQuiet(book.pointee.freeHead) : hasForgottenDebt()
-    {
-      quietFreeSlots()
-    }
-    if book.pointee.freeCount > book.pointee.reserved {
-      let s = book.pointee.freeHead
-      if case .batched(let batch) = policy, !line(s).pointee.released { releaseBatch(batch) }
-      removeFree(s)
-      book.pointee.counters.misses &+= 1
-      claim(s, for: page)
-      return .claimed(s)
-    }
-    // 3. Full window.
-    if flags.contains(.noWait) {
-      book.pointee.counters.sf_allocfail &+= 1
-      throw .wouldBlock
-    }
-    queue(&waiter, atFront: wasWoken)
-    return .queued
   }
 
   /// Step 3 of ``attempt``, out of line: queues `waiter` (made on first use) to sleep.
