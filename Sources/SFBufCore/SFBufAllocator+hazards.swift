@@ -35,12 +35,15 @@ import Synchronization
   /// Written under the lock; read by the word's thread when it clears its word.
   @usableFromInline let debt = Atomic<Int>(-1)
 
+  /// Bytes from one record to the next: a cache line each.
+  @inlinable static var stride: Int { 64 }
+
   @inlinable init() {}
 }
 
 extension SFBufAllocator {
   @inlinable func record(_ r: Int) -> UnsafeMutablePointer<HazardRecord> {
-    (storage.records + r * 64).assumingMemoryBound(to: HazardRecord.self)
+    (storage.records + r * HazardRecord.stride).assumingMemoryBound(to: HazardRecord.self)
   }
 
   /// Begins a hit that takes no reference: returns the slot caching `page`, in use, with
@@ -114,12 +117,24 @@ extension SFBufAllocator {
     return covers(book.pointee.quietBelow, s)
   }
 
-  /// Whether the scan numbered `scan` began after free slot `s` went free. Scans are
-  /// counted modulo 2^30: a slot free for 2^29 scans and more may look uncovered, which
-  /// only costs a scan.
+  /// Whether the scan numbered `scan` began after free slot `s` went free.
   @inlinable func covers(_ scan: UInt32, _ s: Int) -> Bool {
-    let since = (scan &- line(s).pointee.freedAt) & 0x3FFF_FFFF
+    Self.isScan(scan, after: line(s).pointee.freedAt)
+  }
+
+  /// Whether scan number `a` comes after scan number `b`. Scans are counted modulo 2^30: a
+  /// slot free for 2^29 scans and more may look uncovered, which only costs a scan.
+  @inlinable static func isScan(_ a: UInt32, after b: UInt32) -> Bool {
+    let since = (a &- b) & 0x3FFF_FFFF
     return since > 0 && since < 0x2000_0000
+  }
+
+  /// Whether record `r` is owed a reference for a slot that its word no longer names: its
+  /// reader has left that hit.
+  @inlinable func hasLeftDebt(_ r: Int) -> Bool {
+    let s = record(r).pointee.debt.load(ordering: .relaxed)
+    return s >= 0
+      && machine.hazardWord(r).pointee.load(ordering: .acquiring) != UInt(bitPattern: line(s))
   }
 
   /// The slot of this pool whose line is at `address`, or -1.
@@ -140,12 +155,7 @@ extension SFBufAllocator {
     let words = machine.hazardsHandedOut()
     // Debts settled now free their slots before the barrier, where the scan sees any
     // other reader of them.
-    for r in 0..<words where record(r).pointee.debt.load(ordering: .relaxed) >= 0 {
-      let s = record(r).pointee.debt.load(ordering: .relaxed)
-      if machine.hazardWord(r).pointee.load(ordering: .acquiring) != UInt(bitPattern: line(s)) {
-        settleInside(r)
-      }
-    }
+    for r in 0..<words where hasLeftDebt(r) { settleInside(r) }
     // This scan covers the slots free now; those freed from here on carry its number.
     book.pointee.scans = (book.pointee.scans &+ 1) & 0x3FFF_FFFF
     let scan = book.pointee.scans
@@ -167,9 +177,7 @@ extension SFBufAllocator {
       }
     }
     // Scans end in any order: the newest one ended stands.
-    if (scan &- book.pointee.quietBelow) & 0x3FFF_FFFF < 0x2000_0000 {
-      book.pointee.quietBelow = scan
-    }
+    if !Self.isScan(book.pointee.quietBelow, after: scan) { book.pointee.quietBelow = scan }
   }
 
   /// Whether a debt's reader has left its hit without seeing the debt (it cleared its word
@@ -180,14 +188,7 @@ extension SFBufAllocator {
   @inlinable func hasForgottenDebt() -> Bool {
     guard Machine.hazardRecords > 0, book.pointee.owed > 0 else { return false }
     machine.fenceAllThreads()
-    for r in 0..<machine.hazardsHandedOut() {
-      let s = record(r).pointee.debt.load(ordering: .relaxed)
-      if s >= 0
-        && machine.hazardWord(r).pointee.load(ordering: .acquiring) != UInt(bitPattern: line(s))
-      {
-        return true
-      }
-    }
+    for r in 0..<machine.hazardsHandedOut() where hasLeftDebt(r) { return true }
     return false
   }
 

@@ -176,13 +176,14 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       cpuSetCount = Machine.tracksTLBs ? slots : 1
       let linesAt = (MemoryLayout<Book>.stride + 63) & ~63
       let recordsAt = linesAt + slots * SFBufAllocator.lineStride
-      let cpuSetsAt = recordsAt + Machine.hazardRecords * 64
+      let cpuSetsAt = recordsAt + Machine.hazardRecords * HazardRecord.stride
       let base = UnsafeMutableRawPointer.allocate(
         byteCount: cpuSetsAt + cpuSetCount * MemoryLayout<CPUSet>.stride, alignment: 64)
       records = base + recordsAt
       for r in 0..<Machine.hazardRecords {
-        (records + r * 64).bindMemory(to: HazardRecord.self, capacity: 1).initialize(
-          to: HazardRecord())
+        (records + r * HazardRecord.stride).bindMemory(to: HazardRecord.self, capacity: 1)
+          .initialize(
+            to: HazardRecord())
       }
       book = base.bindMemory(to: Book.self, capacity: 1)
       book.initialize(to: Book())
@@ -204,7 +205,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         _ = (line + SFBufAllocator.stateOffset).assumingMemoryBound(to: SlotState.self).move()
       }
       for r in 0..<Machine.hazardRecords {
-        _ = (records + r * 64).assumingMemoryBound(to: HazardRecord.self).move()
+        _ = (records + r * HazardRecord.stride).assumingMemoryBound(to: HazardRecord.self).move()
       }
       cpuSets.deinitialize(count: cpuSetCount)
       book.deinitialize(count: 1)
