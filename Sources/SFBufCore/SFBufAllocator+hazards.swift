@@ -24,6 +24,33 @@
 //   reader that cleared its word just before the scan stored its debt misses it; an
 //   allocation that finds no free slot, before it waits or fails, runs the barrier and looks
 //   for such a debt, and scans if it finds one.
+//
+// A scan is worth its barrier only when enough hits went through hazards since the last
+// one: with another thread of the process running, the barrier interrupts its CPU (13-22 us
+// on the virtual machine this was measured on), while a hit through a hazard saves 10-15 ns
+// over a counted one. A window too small for its working set turns its free list over every
+// few dozen misses and scans as often, for a few hits each time. So the pool keeps a gate
+// (``HazardGate``):
+//
+// - A scan that finds fewer than `threshold` hits through hazards since the scan before it
+//   *closes* the gate (``gateWord``): readers take counted hits from then on. A reader
+//   checks the gate both before it publishes its word and after (before it trusts the slot),
+//   so that one it let through either was seen by this scan's barrier or sees the gate
+//   closed afterwards.
+// - The gate is *closing* until a scan begun after it closed finds no hazard word naming a
+//   slot of this pool, other than slots held for their readers as debts: readers let
+//   through before have all left, or are protected by references. Then it is *closed*, and
+//   free slots are remapped without scans (``isQuiet(_:)``).
+// - While it is not open, readers count the accesses that find their page cached (hits,
+//   near enough), and every `checkEvery` of its own a reader asks (under the lock) whether
+//   hits would now pay for the scans: the accesses counted since the last time it was
+//   asked reach `threshold` per turn of the free list (a turn being `nsfbufs` misses, at
+//   most one scan each). Then the gate opens again; slots that went free before need a
+//   scan as any others (their stamps predate the next scan). With the defaults (1024 hits,
+//   every 4096 accesses), a window of 512 slots with one reader closes below 2 hits per
+//   miss and opens again above about 2.7.
+//
+// The gate only ever decides what costs what: a wrong guess is slower, never wrong.
 
 import Synchronization
 
@@ -34,11 +61,46 @@ import Synchronization
   @usableFromInline let hits = Atomic<UInt64>(0)
   /// Written under the lock; read by the word's thread when it clears its word.
   @usableFromInline let debt = Atomic<Int>(-1)
+  /// The thread's accesses that found their page cached while the gate was not open (its
+  /// own, as ``hits``).
+  @usableFromInline let gated = Atomic<UInt64>(0)
 
   /// Bytes from one record to the next: a cache line each.
   @inlinable static var stride: Int { 64 }
 
   @inlinable init() {}
+}
+
+/// Whether hits go through hazard words, kept by the lock (see the rules above).
+@usableFromInline struct HazardGate {
+  @usableFromInline enum State { case open, closing, closed }
+  @usableFromInline var state = State.open
+  /// Hits per scan (per turn of the free list, to open) below which hazards do not pay; 0:
+  /// the gate never closes.
+  @usableFromInline var threshold = 1024
+  /// A reader looks whether to open the gate every this many accesses (a power of two).
+  @usableFromInline var checkEvery = 4096
+  /// The first scan begun after the gate closed.
+  @usableFromInline var closingScan: UInt32 = 0
+  /// Hits through hazards when the last scan began, while open.
+  @usableFromInline var hitsAtScan = 0
+  /// Accesses counted by readers, and misses, when the gate closed or was last looked at.
+  @usableFromInline var accessesAtCheck = 0
+  @usableFromInline var missesAtCheck = 0
+  /// Times the gate closed, ever.
+  @usableFromInline var closes = 0
+
+  @inlinable init() {}
+}
+
+/// Where a pool's hazard gate stands (see `SFBufAllocator+hazards.swift`).
+@_spi(Testing) public enum SFBufHazardGateState: Sendable {
+  /// Hits on mappings in use go through hazard words.
+  case open
+  /// Hits take references; free slots still wait for a scan before they are remapped.
+  case closing
+  /// Hits take references, and free slots are remapped without scans.
+  case closed
 }
 
 extension SFBufAllocator {
@@ -66,16 +128,27 @@ extension SFBufAllocator {
     guard s >= 0 else { return -1 }
     let l = line(s)
     machine.publish(UInt(bitPattern: l), in: hazard.word)
-    // In use and not being mapped, seen after the hazard was published: nobody remaps the
-    // slot or changes its page until the hazard is cleared (see the rules above).
+    // In use, not being mapped, and the gate still open, seen after the hazard was
+    // published: nobody remaps the slot or changes its page until the hazard is cleared (see
+    // the rules above).
     let w = l.pointee.word.load(ordering: .acquiring)
-    if SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 && state(s).pointee.page == page {
+    if SlotLine.references(w) > 0 && w & SlotLine.mapping == 0
+      && gateWord.load(ordering: .relaxed) == 0 && state(s).pointee.page == page
+    {
       let r = record(hazard.record)
       r.pointee.hits.store(r.pointee.hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
       return s
     }
-    machine.publish(0, in: hazard.word)
+    abandonHit(hazard)
     return -1
+  }
+
+  /// ``beginHit(_:flags:hazard:)`` found the slot not fit for a hit without a reference,
+  /// or the gate shut: clears the hazard, and counts the access if the gate is shut.
+  @usableFromInline @inline(never) func abandonHit(_ hazard: SFBufHazard) {
+    machine.publish(0, in: hazard.word)
+    let gate = gateWord.load(ordering: .relaxed)
+    if gate != 0 { gatedAccess(hazard.record, every: gate) }
   }
 
   /// Ends a hit begun by ``beginHit(_:flags:hazard:)``: clears the hazard, and drops the
@@ -113,7 +186,7 @@ extension SFBufAllocator {
   /// Whether free slot `s` may be remapped, or dropped from the hash: a scan that began
   /// after it went free has ended. Always, on a machine without hazard words. Locked.
   @inlinable func isQuiet(_ s: Int) -> Bool {
-    guard Machine.hazardRecords > 0 else { return true }
+    guard Machine.hazardRecords > 0, book.pointee.gate.state != .closed else { return true }
     return covers(book.pointee.quietBelow, s)
   }
 
@@ -159,14 +232,27 @@ extension SFBufAllocator {
     // This scan covers the slots free now; those freed from here on carry its number.
     book.pointee.scans = (book.pointee.scans &+ 1) & 0x3FFF_FFFF
     let scan = book.pointee.scans
+    if book.pointee.gate.state == .open {
+      // Closed before the barrier: a reader let through was seen by it, or sees the gate shut.
+      let hits = hazardHits
+      let gate = book.pointee.gate
+      if gate.threshold > 0 && hits &- gate.hitsAtScan < gate.threshold { closeGate(scan) }
+      book.pointee.gate.hitsAtScan = hits
+    }
+    // Whether a word names a slot of this pool that holds no reference for its reader.
+    var unprotected = false
     if words > 0 && !book.pointee.faults.contains(.ignoreHazards) {
       machine.unlock()
       machine.fenceAllThreads()
       machine.lock()
       for r in 0..<words {
         let s = slot(atLine: machine.hazardWord(r).pointee.load(ordering: .acquiring))
+        guard s >= 0 else { continue }
         // A slot freed after the barrier began is not this scan's (it stays loud).
-        guard s >= 0, !isInUse(s), covers(scan, s) else { continue }
+        guard !isInUse(s), covers(scan, s) else {
+          unprotected = unprotected || record(r).pointee.debt.load(ordering: .relaxed) != s
+          continue
+        }
         settleInside(r)
         removeFree(s)
         becameUsed(s)
@@ -176,8 +262,65 @@ extension SFBufAllocator {
         book.pointee.owed += 1
       }
     }
+    let gate = book.pointee.gate
+    let grace = !unprotected || book.pointee.faults.contains(.skipGateGrace)
+    if gate.state == .closing && !Self.isScan(gate.closingScan, after: scan) && grace {
+      book.pointee.gate.state = .closed
+    }
     // Scans end in any order: the newest one ended stands.
     if !Self.isScan(book.pointee.quietBelow, after: scan) { book.pointee.quietBelow = scan }
+  }
+
+  /// Shuts the gate before scan number `scan` runs its barrier: hits take references from
+  /// now on. Locked.
+  @usableFromInline func closeGate(_ scan: UInt32) {
+    book.pointee.gate.state = .closing
+    book.pointee.gate.closingScan = scan
+    book.pointee.gate.accessesAtCheck = gatedAccesses
+    book.pointee.gate.missesAtCheck = book.pointee.counters.misses
+    book.pointee.gate.closes += 1
+    gateWord.store(book.pointee.gate.checkEvery, ordering: .relaxed)
+  }
+
+  /// Hits go through hazards again (a scan will cover the slots that go free). Locked.
+  @usableFromInline func openGate() {
+    book.pointee.gate.state = .open
+    book.pointee.gate.hitsAtScan = hazardHits
+    gateWord.store(0, ordering: .relaxed)
+  }
+
+  /// A hit through a hazard turned away by the closed gate: counted in record `r`; every
+  /// `every` of them, whether to open the gate is looked at again.
+  @usableFromInline func gatedAccess(_ r: Int, every: Int) {
+    let rec = record(r)
+    let n = rec.pointee.gated.load(ordering: .relaxed) &+ 1
+    rec.pointee.gated.store(n, ordering: .relaxed)
+    if Int(truncatingIfNeeded: n) & (every - 1) == 0 { reconsiderGate() }
+  }
+
+  /// Opens the gate when the accesses turned away since it was last looked at (hits, near
+  /// enough) reach the threshold per turn of the free list (see the rules above).
+  @usableFromInline @inline(never) func reconsiderGate() {
+    machine.lock()
+    defer { machine.unlock() }
+    let gate = book.pointee.gate
+    guard gate.state != .open else { return }
+    let accessesNow = gatedAccesses
+    let missesNow = book.pointee.counters.misses
+    let accesses = accessesNow &- gate.accessesAtCheck
+    let misses = missesNow &- gate.missesAtCheck
+    book.pointee.gate.accessesAtCheck = accessesNow
+    book.pointee.gate.missesAtCheck = missesNow
+    if accesses >= gate.threshold * (misses / nsfbufs + 1) { openGate() }
+  }
+
+  /// The accesses readers counted while the gate was not open. Locked.
+  @inlinable var gatedAccesses: Int {
+    var n = 0
+    for r in 0..<machine.hazardsHandedOut() {
+      n &+= Int(truncatingIfNeeded: record(r).pointee.gated.load(ordering: .relaxed))
+    }
+    return n
   }
 
   /// Whether a debt's reader has left its hit without seeing the debt (it cleared its word
@@ -199,5 +342,47 @@ extension SFBufAllocator {
       n &+= Int(truncatingIfNeeded: record(r).pointee.hits.load(ordering: .relaxed))
     }
     return n
+  }
+}
+
+extension SFBufAllocator {
+  /// Where the hazard gate stands, and how many times it closed.
+  @_spi(Testing) public var hazardGate: (state: SFBufHazardGateState, closes: Int) {
+    machine.lock()
+    defer { machine.unlock() }
+    let state: SFBufHazardGateState =
+      switch book.pointee.gate.state {
+      case .open: .open
+      case .closing: .closing
+      case .closed: .closed
+      }
+    return (state, book.pointee.gate.closes)
+  }
+
+  /// Sets the gate's threshold (hits per scan; 0: it never closes) and how often a reader
+  /// turned away looks whether to open it (a power of two).
+  @_spi(Testing) public func tuneHazardGate(threshold: Int, checkEvery: Int = 4096) {
+    precondition(threshold >= 0 && checkEvery > 0 && checkEvery & (checkEvery - 1) == 0)
+    machine.lock()
+    defer { machine.unlock() }
+    book.pointee.gate.threshold = threshold
+    book.pointee.gate.checkEvery = checkEvery
+    if book.pointee.gate.state != .open { gateWord.store(checkEvery, ordering: .relaxed) }
+  }
+
+  /// Opens the gate now, as a reader that saw enough hits would.
+  @_spi(Testing) public func openHazardGate() {
+    guard Machine.hazardRecords > 0 else { return }
+    machine.lock()
+    if book.pointee.gate.state != .open { openGate() }
+    machine.unlock()
+  }
+
+  /// Runs a hazard scan now, as a miss on a free slot not yet quiet would.
+  @_spi(Testing) public func scanHazards() {
+    guard Machine.hazardRecords > 0 else { return }
+    machine.lock()
+    quietFreeSlots()
+    machine.unlock()
   }
 }

@@ -421,6 +421,10 @@ public struct SFBufFaults: OptionSet, Sendable {
   /// Make free slots quiet without reading the hazard words: a slot read through a hazard
   /// may be remapped under its reader.
   public static let ignoreHazards = SFBufFaults(rawValue: 8)
+  /// Close the hazard gate at the first scan after it shuts, even while a reader let through
+  /// before is still on a slot that holds no reference for it: that slot may be remapped
+  /// under its reader.
+  public static let skipGateGrace = SFBufFaults(rawValue: 16)
 }
 
 extension SFBufAllocator {

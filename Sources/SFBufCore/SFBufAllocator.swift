@@ -154,6 +154,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     @usableFromInline var debts = 0
     /// Debts not yet settled.
     @usableFromInline var owed = 0
+    /// Whether hits go through hazards at all, and why (see ``HazardGate``).
+    @usableFromInline var gate = HazardGate()
   }
 
   /// The allocator's memory, one allocation owned here and freed with the allocator: the
@@ -214,6 +216,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   @usableFromInline let storage: Storage
+  /// 0 while hits go through hazard words; otherwise they take references, and a reader
+  /// counts its accesses and asks every this many whether to open the gate again (a power
+  /// of two; see ``HazardGate``). Written under the lock, read by readers without it.
+  @usableFromInline let gateWord = Atomic<Int>(0)
   /// 64 less the log2 of the number of hash buckets (a power of two, at most `nsfbufs`).
   @usableFromInline let bucketShift: Int
 
@@ -239,6 +245,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     bucketShift = UInt.bitWidth - shift
     book.pointee.counters.nsfbufs = nsfbufs
     for s in 0..<nsfbufs { insertFree(s, atHead: false) }
+    // No reader has seen a slot in use yet: the slots are quiet as if a scan had been made.
+    book.pointee.scans = 1
+    book.pointee.quietBelow = 1
   }
 
   // MARK: - Allocation

@@ -41,11 +41,14 @@ struct HazardTests {
     var refsInside = -1
     var page1Refused = false
     var usedWhileReading = -1
+    var gateWhileReading = SFBufHazardGateState.open
   }
 
-  func readerOutlivesHolder(_ policy: SFBufReclaimPolicy, faults: SFBufFaults) throws -> (
-    Outcome, SFBufPool, VMObject
-  ) {
+  /// With `shutGate`, the gate closes while the reader is inside (a scan that saw too few
+  /// hits through hazards), before the holder lets go.
+  func readerOutlivesHolder(
+    _ policy: SFBufReclaimPolicy, faults: SFBufFaults, shutGate: Bool = false
+  ) throws -> (Outcome, SFBufPool, VMObject) {
     let pool = try SFBufPool(nsfbufs: 1, policy: policy)
     pool.window!.injectFaults(faults)
     let o = try taggedAnonymous(pages: 2)
@@ -65,6 +68,11 @@ struct HazardTests {
       }
     }
     #expect(waitUntil("the reader inside its hit", seconds: 20) { phase.get == 1 })
+    if shutGate {
+      pool.window!.scanHazards()
+      let gate = pool.window!.hazardGate.state
+      outcome.with { $0.gateWhileReading = gate }
+    }
     pool.sf_buf_free(keeper)
     let other = pool.sf_buf_alloc(o.page(1), SFB_NOWAIT)
     let used = pool.stats.nsfbufsused
@@ -102,6 +110,65 @@ struct HazardTests {
     #expect(seen.refsInside == 1)
     #expect(!seen.page1Refused)
     #expect(seen.seen == tag(o, 1), "the reader's bytes changed page under it")
+  }
+
+  @Test(
+    "a reader let through before the gate closed keeps its slot until it leaves",
+    arguments: policies)
+  func gateWaitsForReaders(policy: SFBufReclaimPolicy) throws {
+    let (seen, pool, o) = try readerOutlivesHolder(policy, faults: [], shutGate: true)
+    #expect(seen.gateWhileReading == .closing, "a reader is on a slot that holds no reference")
+    #expect(seen.refsInside == 1)
+    #expect(seen.seen == tag(o, 0), "the reader still reads its page")
+    #expect(seen.page1Refused)
+    #expect(seen.usedWhileReading == 1, "the pool holds a reference for the reader")
+    #expect(pool.window!.hazardGate.state == .closed, "the scan that made the debt closed it")
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+    let buf = try pool.allocate(o.page(1), flags: .noWait)
+    #expect(readTag(buf) == tag(o, 1))
+  }
+
+  @Test(
+    "with the gate closed at once (a deliberate bug), the slot is remapped under its reader",
+    arguments: policies)
+  func gateWithoutGrace(policy: SFBufReclaimPolicy) throws {
+    let (seen, _, o) = try readerOutlivesHolder(policy, faults: .skipGateGrace, shutGate: true)
+    #expect(seen.gateWhileReading == .closed)
+    #expect(!seen.page1Refused)
+    #expect(seen.seen == tag(o, 1), "the reader's bytes changed page under it")
+  }
+
+  @Test(
+    "a window that mostly misses closes the gate, and hits on mappings in use open it again",
+    arguments: policies)
+  func gateFollowsTheLoad(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 4, policy: policy)
+    let window = pool.window!
+    window.tuneHazardGate(threshold: 8, checkEvery: 16)
+    let o = try taggedAnonymous(pages: 16)
+    // Misses that turn the free list over, with one hit through a hazard each.
+    for i in 0..<64 {
+      let sf = pool.sf_buf_alloc(o.page(i % 16), 0)!
+      let seen = try pool.withMapping(of: o.page(i % 16)) { $0.load(as: UInt64.self) }
+      #expect(seen == tag(o, i % 16))
+      pool.sf_buf_free(sf)
+    }
+    #expect(window.hazardGate.state == .closed)
+    #expect(window.hazardGate.closes == 1)
+    // Closed: a hit takes a reference.
+    let keeper = pool.sf_buf_alloc(o.page(0), 0)!
+    let slot = window.cachedSlot(of: o.page(0))!
+    #expect(try pool.withMapping(of: o.page(0)) { _ in window.references(ofSlot: slot) } == 2)
+    // Hits without misses: the gate opens again within two checks.
+    for _ in 0..<32 {
+      _ = try pool.withMapping(of: o.page(0)) { $0.load(as: UInt64.self) }
+    }
+    #expect(window.hazardGate.state == .open)
+    #expect(try pool.withMapping(of: o.page(0)) { _ in window.references(ofSlot: slot) } == 1)
+    pool.sf_buf_free(keeper)
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(window.checkInvariants() == nil)
   }
 
   @Test("the invariant check catches a reference owed for a free slot")
@@ -163,15 +230,30 @@ struct HazardTests {
     #expect(debts == 0)
   }
 
+  @Test(
+    "the same threads with the gate closed by every scan and opened every 200 us: every read shows its page",
+    arguments: policies)
+  func stressWithGate(policy: SFBufReclaimPolicy) throws {
+    let (wrong, reads, debts, pool) = try hazardStress(8, policy, faults: [], flipGate: true)
+    #expect(wrong == 0)
+    #expect(reads > 1000)
+    #expect(debts > 0, "readers went through hazards between the closings")
+    #expect(pool.window!.hazardGate.closes > 1, "the gate closed, opened and closed again")
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
   /// Two threads holding pages briefly (`sf_buf_alloc`, `SFB_NOWAIT`: misses that remap)
   /// and two reading pages through `withMapping` (hits through hazards on the pages held,
   /// sometimes a mapping inside), for 4 seconds. Returns the reads that saw another page's
-  /// tag, the reads, and the references the pool took for readers.
-  func hazardStress(_ nsfbufs: Int, _ policy: SFBufReclaimPolicy, faults: SFBufFaults) throws
-    -> (Int, Int, Int, SFBufPool)
-  {
+  /// tag, the reads, and the references the pool took for readers. The hazard gate never
+  /// closes; with `flipGate`, every scan closes it and a fifth thread opens it every 200 us.
+  func hazardStress(
+    _ nsfbufs: Int, _ policy: SFBufReclaimPolicy, faults: SFBufFaults, flipGate: Bool = false
+  ) throws -> (Int, Int, Int, SFBufPool) {
     let pool = try SFBufPool(nsfbufs: nsfbufs, policy: policy)
     pool.window!.injectFaults(faults)
+    pool.window!.tuneHazardGate(threshold: flipGate ? 1 << 40 : 0)
     let o = try taggedAnonymous(pages: 24)
     let wrong = Shared(0)
     let reads = Shared(0)
@@ -226,7 +308,18 @@ struct HazardTests {
           reads.with { $0 += n }
         })
     }
-    TestThread.join(threads, within: 40, "for the 4 threads to end (they stop after 4 s)")
+    if flipGate {
+      threads.append(
+        TestThread {
+          var flips = 0
+          while flips < 100_000 && monotonic() < deadline {
+            pool.window!.openHazardGate()
+            usleep(200)
+            flips += 1
+          }
+        })
+    }
+    TestThread.join(threads, within: 40, "for the threads to end (they stop after 4 s)")
     return (wrong.get, reads.get, pool.window!.hazardDebts, pool)
   }
 }
