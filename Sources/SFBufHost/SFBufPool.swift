@@ -186,8 +186,9 @@
     /// window, a hit on a mapping in use costs the hash lookup and no locked instruction:
     /// the calling thread's hazard word names the slot while `body` runs, instead of a
     /// reference (see `SFBufAllocator.beginHit(_:flags:hazard:)`). A hit inside `body`,
-    /// a thread beyond the first 128 to use one at once, and every other case take a
-    /// reference as `allocate(_:flags:)` does.
+    /// a thread beyond the first 128 to use one at once, a hit while the pool finds hits
+    /// too few to pay for the barriers that hazard words cost its misses (its gate is
+    /// closed), and every other case take a reference as `allocate(_:flags:)` does.
     /// - Throws: what `allocate(_:flags:)` throws, or what `body` throws.
     @inlinable @inline(__always)
     public func withMapping<R>(
