@@ -73,8 +73,7 @@ import Synchronization
 
 /// Whether hits go through hazard words, kept by the lock (see the rules above).
 @usableFromInline struct HazardGate {
-  @usableFromInline enum State { case open, closing, closed }
-  @usableFromInline var state = State.open
+  @usableFromInline var state = SFBufHazardGateState.open
   /// Hits per scan (per turn of the free list, to open) below which hazards do not pay; 0:
   /// the gate never closes.
   @usableFromInline var threshold = 1024
@@ -93,14 +92,18 @@ import Synchronization
   @inlinable init() {}
 }
 
-/// Where a pool's hazard gate stands (see `SFBufAllocator+hazards.swift`).
-@_spi(Testing) public enum SFBufHazardGateState: Sendable {
+/// Where a pool's hazard gate stands (see `SFBufAllocator+hazards.swift`). A struct, not an
+/// enum: an enum's derived `Hashable` would pull the hasher's random seed into the
+/// bare-metal kernel.
+public struct SFBufHazardGateState: Equatable, Sendable {
+  @usableFromInline let raw: UInt8
+  @inlinable init(_ raw: UInt8) { self.raw = raw }
   /// Hits on mappings in use go through hazard words.
-  case open
+  @inlinable public static var open: Self { Self(0) }
   /// Hits take references; free slots still wait for a scan before they are remapped.
-  case closing
+  @inlinable public static var closing: Self { Self(1) }
   /// Hits take references, and free slots are remapped without scans.
-  case closed
+  @inlinable public static var closed: Self { Self(2) }
 }
 
 extension SFBufAllocator {
@@ -350,13 +353,7 @@ extension SFBufAllocator {
   @_spi(Testing) public var hazardGate: (state: SFBufHazardGateState, closes: Int) {
     machine.lock()
     defer { machine.unlock() }
-    let state: SFBufHazardGateState =
-      switch book.pointee.gate.state {
-      case .open: .open
-      case .closing: .closing
-      case .closed: .closed
-      }
-    return (state, book.pointee.gate.closes)
+    return (book.pointee.gate.state, book.pointee.gate.closes)
   }
 
   /// Sets the gate's threshold (hits per scan; 0: it never closes) and how often a reader
