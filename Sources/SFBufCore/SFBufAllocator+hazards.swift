@@ -34,9 +34,8 @@
 //
 // - A scan that finds fewer than `threshold` hits through hazards since the scan before it
 //   *closes* the gate (``gateWord``): readers take counted hits from then on. A reader
-//   checks the gate both before it publishes its word and after (before it trusts the slot),
-//   so that one it let through either was seen by this scan's barrier or sees the gate
-//   closed afterwards.
+//   checks the gate after it publishes its word, with the slot (before it trusts it), so
+//   that one let through was either seen by this scan's barrier or sees the gate closed.
 // - The gate is *closing* until a scan begun after it closed finds no hazard word naming a
 //   slot of this pool, other than slots held for their readers as debts: readers let
 //   through before have all left, or are protected by references. Then it is *closed*, and
@@ -292,8 +291,9 @@ extension SFBufAllocator {
     gateWord.store(0, ordering: .relaxed)
   }
 
-  /// A hit through a hazard turned away by the closed gate: counted in record `r`; every
-  /// `every` of them, whether to open the gate is looked at again.
+  /// An access that found its page cached, turned away because the gate is not open:
+  /// counted in record `r`; every `every` of them, whether to open the gate is looked at
+  /// again.
   @usableFromInline func gatedAccess(_ r: Int, every: Int) {
     let rec = record(r)
     let n = rec.pointee.gated.load(ordering: .relaxed) &+ 1
@@ -314,7 +314,9 @@ extension SFBufAllocator {
     let misses = missesNow &- gate.missesAtCheck
     book.pointee.gate.accessesAtCheck = accessesNow
     book.pointee.gate.missesAtCheck = missesNow
-    if accesses >= gate.threshold * (misses / nsfbufs + 1) { openGate() }
+    let (needed, overflow) = gate.threshold.multipliedReportingOverflow(
+      by: misses / nsfbufs + 1)
+    if !overflow && accesses >= needed { openGate() }
   }
 
   /// The accesses readers counted while the gate was not open. Locked.
