@@ -10,7 +10,9 @@ import Synchronization
 ///
 /// Two values are the same page exactly when they compare equal. `hashKey` must be equal for
 /// equal pages; the allocator mixes it, so a plain "object number and page index" packing
-/// is good enough.
+/// is good enough. Give the next page of an object the next key (the page index in the
+/// low bits, as such a packing does): the allocator keeps up to 64 consecutive keys in
+/// adjacent buckets, which makes a run's hash work cheaper.
 public protocol SFBufPageKey: Equatable {
   /// A value that is equal for equal pages.
   var hashKey: UInt { get }

@@ -69,7 +69,7 @@ extension SFBufAllocator {
     }
     if counters.nsfbufspeak < used { return "nsfbufspeak \(counters.nsfbufspeak) < used \(used)" }
     var inHash = [Bool](repeating: false, count: n)
-    for b in 0..<(1 << (UInt.bitWidth - bucketShift)) {
+    for b in 0...bucketMask {
       var s = head(b).pointee.firstSlot
       var steps = 0
       while s >= 0 {

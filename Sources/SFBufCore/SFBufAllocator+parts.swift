@@ -45,10 +45,19 @@ extension SFBufAllocator {
 
   // MARK: Hash: page -> slot, chained through the slots
 
+  /// The bucket of `key`. Keys are taken in blocks of 64 (all bits but the low 6): Fibonacci
+  /// hashing spreads the blocks (the multiply mixes the block's bits, the top bits pick a
+  /// bucket), and the keys of one block follow that bucket in order, wrapping around. A run
+  /// maps consecutive pages, whose keys are consecutive (see ``SFBufPageKey/hashKey``), so
+  /// its lookups, its hash updates and the unhashing of the pages its slots cached before
+  /// walk adjacent lines (heads of adjacent buckets, slots of adjacent blocks), which the
+  /// processor fetches ahead, instead of one line anywhere in the window per page. Keys
+  /// with a stride of 64 or more are spread as before; smaller strides stay apart within a
+  /// block. Without the lock too (hits).
   @inlinable func bucket(_ key: UInt) -> Int {
-    // Fibonacci hashing: the multiply spreads the key, the top bits pick the bucket.
     let golden = UInt(truncatingIfNeeded: 0x9E37_79B9_7F4A_7C15 as UInt64)
-    return Int(truncatingIfNeeded: (key &* golden) >> UInt(bucketShift))
+    let block = Int(truncatingIfNeeded: ((key >> 6) &* golden) >> UInt(bucketShift))
+    return (block &+ Int(truncatingIfNeeded: key & 63)) & bucketMask
   }
 
   /// The slot caching `page`, or -1.

@@ -222,6 +222,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   @usableFromInline let gateWord = Atomic<Int>(0)
   /// 64 less the log2 of the number of hash buckets (a power of two, at most `nsfbufs`).
   @usableFromInline let bucketShift: Int
+  /// The number of hash buckets less one.
+  @usableFromInline let bucketMask: Int
 
   /// What the lock guards (``Book``).
   @inlinable var book: UnsafeMutablePointer<Book> { storage.book }
@@ -243,6 +245,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     var shift = 0
     while (2 << shift) <= nsfbufs { shift += 1 }
     bucketShift = UInt.bitWidth - shift
+    bucketMask = (1 << shift) - 1
     book.pointee.counters.nsfbufs = nsfbufs
     for s in 0..<nsfbufs { insertFree(s, atHead: false) }
     // No reader has seen a slot in use yet: the slots are quiet as if a scan had been made.
@@ -789,6 +792,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     machine.lock()
     defer { machine.unlock() }
     return book.pointee.debts
+  }
+
+  /// The hash bucket a page with hash key `key` goes to, and the number of buckets.
+  @_spi(Testing) public func hashBucket(ofKey key: UInt) -> (bucket: Int, of: Int) {
+    (bucket(key), bucketMask + 1)
   }
 
   /// Sleepers now queued (not yet woken).

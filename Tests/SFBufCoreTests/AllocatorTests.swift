@@ -97,6 +97,27 @@ struct AllocatorTests {
     #expect(a.checkInvariants() == nil)
   }
 
+  @Test("hash: a block of 64 keys in adjacent buckets, strides spread, one bucket for one slot")
+  func hashLayout() {
+    let (a, _) = make(slots: 600)
+    #expect(a.hashBucket(ofKey: 0).of == 512)
+    for base: UInt in [0, 64 * 1000, 1 << 40 | 128, 0xFFFF_FFFF_FFFF_FFC0] {
+      let first = a.hashBucket(ofKey: base).bucket
+      for i: UInt in 1..<64 {
+        #expect(a.hashBucket(ofKey: base + i).bucket == (first + Int(i)) % 512, "key \(base + i)")
+      }
+    }
+    // A stride of the bucket count (or of 64) would fill one bucket if the keys were only
+    // masked; the blocks are spread instead.
+    for stride: UInt in [64, 512, 4096] {
+      let buckets = Set((0..<64 as Range<UInt>).map { a.hashBucket(ofKey: $0 &* stride).bucket })
+      #expect(buckets.count >= 32, "stride \(stride): \(buckets.count) buckets")
+    }
+    let (one, _) = make(slots: 1)
+    #expect(one.hashBucket(ofKey: 12345) == (0, 1))
+    #expect(one.hashBucket(ofKey: UInt.max) == (0, 1))
+  }
+
   @Test("sleepers: FIFO, one woken per free, and a woken sleeper finds a hit")
   func sleepers() throws {
     let (a, m) = make(slots: 1)
