@@ -234,29 +234,8 @@
       of object: VMObject, pages: Range<Int>, flags: Flags = [],
       _ body: (consuming SFBuf) throws -> Void
     ) throws {
-      guard case .window(let w, let layout) = backing else {
-        for i in pages where !object.wiring.isWired(i) {
-          fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
-        }
-        try object.checkMappable(pages)
-        for i in pages { try body(try directAllocate(object.page(i), checked: true)) }
-        return
-      }
-      let window = w.takeUnretainedValue()
-      var next = pages.lowerBound
-      while next < pages.upperBound {
-        let lower = next
-        guard
-          let (first, count) = try window.allocateRun(
-            count: pages.upperBound - lower, flags: flags,
-            key: { object.pageKey(lower + $0) }, fill: { VMPage.store(object, lower + $0, in: &$1) }
-          )
-        else {
-          next += 1
-          try body(try allocate(object.page(lower), flags: flags))
-          continue
-        }
-        next += count
+      try forEachRun(of: object, pages: pages, flags: flags, lone: body) {
+        window, layout, first, count, lower in
         var i = 0
         defer {
           // `body` threw: free the mappings it never received.
@@ -287,14 +266,72 @@
       throws(SFBufError) -> SFBufBatch
     {
       var batch = SFBufBatch(pool: self, capacity: pages.count)
-      do {
-        try allocateRun(of: object, pages: pages, flags: flags) { batch.append($0) }
-      } catch let error as SFBufError {
-        if !flags.contains(.noWait) || batch.isEmpty && error != .wouldBlock { throw error }
-      } catch {
-        fatalError("unreachable: the body throws nothing")
-      }
+      try batch.map(object, pages: pages, flags: flags)
       return batch
+    }
+
+    /// ``allocateRun(of:pages:flags:_:)`` into `batch`, whose pool this is: each run's
+    /// mappings are written into the batch's storage, with no handle made or consumed.
+    /// Stops at the first failure, keeping what was appended.
+    func allocateRun(
+      of object: VMObject, pages: Range<Int>, flags: Flags, into batch: inout SFBufBatch
+    ) throws(SFBufError) {
+      let o = Unmanaged.passUnretained(object)
+      do {
+        try forEachRun(of: object, pages: pages, flags: flags, lone: { batch.append($0) }) {
+          _, layout, first, count, lower in
+          batch.reserve(count)
+          for i in 0..<count {
+            batch.appendWindowEntry(
+              .init(
+                slot: first + i, object: o, pageIndex: lower + i,
+                address: layout.address(ofSlot: first + i)))
+          }
+        }
+      } catch let error as SFBufError {
+        throw error
+      } catch {
+        fatalError("unreachable: only allocations throw here")
+      }
+    }
+
+    /// The work of ``allocateRun(of:pages:flags:_:)``: each page that no run can take is
+    /// allocated alone and handed to `lone` (every page, on a direct map); each run mapped
+    /// in the window (slots `first..<first + count`, for pages `lower..<lower + count`) is
+    /// handed to `run` with the window and its layout; `run` owns the run's mappings.
+    @inline(__always)
+    func forEachRun(
+      of object: VMObject, pages: Range<Int>, flags: Flags,
+      lone: (consuming SFBuf) throws -> Void,
+      run: (
+        _ window: Window, _ layout: HostMachine.Layout, _ first: Int, _ count: Int, _ lower: Int
+      ) throws -> Void
+    ) throws {
+      guard case .window(let w, let layout) = backing else {
+        for i in pages where !object.wiring.isWired(i) {
+          fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
+        }
+        try object.checkMappable(pages)
+        for i in pages { try lone(try directAllocate(object.page(i), checked: true)) }
+        return
+      }
+      let window = w.takeUnretainedValue()
+      var next = pages.lowerBound
+      while next < pages.upperBound {
+        let lower = next
+        guard
+          let (first, count) = try window.allocateRun(
+            count: pages.upperBound - lower, flags: flags,
+            key: { object.pageKey(lower + $0) }, fill: { VMPage.store(object, lower + $0, in: &$1) }
+          )
+        else {
+          next += 1
+          try lone(try allocate(object.page(lower), flags: flags))
+          continue
+        }
+        next += count
+        try run(window, layout, first, count, lower)
+      }
     }
 
     /// One window allocation, through the unmanaged allocator (no reference count touched).
@@ -485,17 +522,59 @@
       if buf._pool.toOpaque() != Unmanaged.passUnretained(pool).toOpaque() {
         fatalError("SFBufBatch.append: the mapping belongs to another pool (foreign handle)")
       }
-      if count == capacity {
-        let grown = UnsafeMutablePointer<Entry>.allocate(capacity: capacity * 2)
-        grown.moveInitialize(from: entries, count: count)
-        entries.deallocate()
-        entries = grown
-        capacity *= 2
-      }
+      reserve(1)
       let e = buf.disown()
       (entries + count).initialize(to: e)
       count += 1
       if e.slot < 0 { Unmanaged.passUnretained(pool).release() }  // the batch holds the pool
+    }
+
+    /// Maps pages `pages` of `object` and appends their mappings, in order, after those the
+    /// batch holds: as ``SFBufPool/allocateRun(of:pages:flags:_:)`` maps them (page runs on a
+    /// window), without a handle per page. With `.noWait`, stops at the first page that
+    /// cannot be had and keeps the pages mapped so far; otherwise a failure frees the pages
+    /// this call mapped (the batch keeps what it held before) and throws. Returns the number
+    /// of mappings appended.
+    ///
+    /// A reader that maps run after run into one batch, emptying it with ``removeAll()``
+    /// between them, makes no heap allocation per run.
+    ///
+    /// - Precondition: every page is wired.
+    /// - Throws: what ``SFBufPool/allocate(_:flags:)`` throws, except `wouldBlock` with
+    ///   `.noWait`, and except `mappingRefused` after the first page with `.noWait`.
+    @discardableResult
+    public mutating func map(_ object: VMObject, pages: Range<Int>, flags: SFBufPool.Flags = [])
+      throws(SFBufError) -> Int
+    {
+      let before = count
+      do {
+        try pool.allocateRun(of: object, pages: pages, flags: flags, into: &self)
+      } catch {
+        if !flags.contains(.noWait) || count == before && error != .wouldBlock {
+          freeEntries(from: before)
+          count = before
+          throw error
+        }
+      }
+      return count - before
+    }
+
+    /// Room for `more` mappings beyond those held.
+    @usableFromInline mutating func reserve(_ more: Int) {
+      guard count + more > capacity else { return }
+      var grown = capacity * 2
+      while grown < count + more { grown *= 2 }
+      let storage = UnsafeMutablePointer<Entry>.allocate(capacity: grown)
+      storage.moveInitialize(from: entries, count: count)
+      entries.deallocate()
+      entries = storage
+      capacity = grown
+    }
+
+    /// Appends a window mapping the caller made for this batch's pool (room reserved).
+    @usableFromInline mutating func appendWindowEntry(_ e: Entry) {
+      (entries + count).initialize(to: e)
+      count += 1
     }
 
     /// Where mapping `i` is (`sf_buf_kva`). Valid while the batch holds it.
@@ -521,17 +600,20 @@
       count = 0
     }
 
-    @usableFromInline func freeEntries() {
+    /// Frees mappings `first..<count` (the count is the caller's to set).
+    @usableFromInline func freeEntries(from first: Int = 0) {
+      let n = count - first
+      guard n > 0 else { return }
       switch pool.backing {
       case .window(let w, _):
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { slots in
-          for i in 0..<count { slots[i] = entries[i].slot }
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: n) { slots in
+          for i in 0..<n { slots[i] = entries[first + i].slot }
           w._withUnsafeGuaranteedRef { $0.free(slots: UnsafeBufferPointer(slots)) }
         }
       case .directMap:
-        for i in 0..<count { entries[i].object.release() }
+        for i in first..<count { entries[i].object.release() }
       }
-      entries.deinitialize(count: count)
+      (entries + first).deinitialize(count: n)
     }
 
     deinit {

@@ -326,7 +326,7 @@
     func mapRun(_ pages: Range<Int>, _ mapped: inout SFBufBatch) {
       guard !pages.isEmpty else { return }
       do {
-        try pool.allocateRun(of: file, pages: pages, flags: .noWait) { mapped.append($0) }
+        try mapped.map(file, pages: pages, flags: .noWait)
       } catch {
         // Full window (or a refused mapping): the chain ends here and goes as it is.
       }

@@ -490,7 +490,7 @@ final class PageBench: @unchecked Sendable {
       var k = 0
       while k < n {
         let m = min(runLength, n - k)
-        try! pool!.allocateRun(of: object, pages: seq[k]..<(seq[k] + m)) { run.append($0) }
+        try! run.map(object, pages: seq[k]..<(seq[k] + m))
         for j in 0..<run.count { acc &+= benchSumPage(run.address(j)) }
         run.removeAll()
         k += m

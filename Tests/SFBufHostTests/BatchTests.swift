@@ -1,3 +1,4 @@
+import Glibc
 @_spi(Testing) import SFBufCore
 import SFBufTestSupport
 import Testing
@@ -35,6 +36,63 @@ struct BatchTests {
     #expect(batch.count == 5)
     batch = SFBufBatch(pool: pool)
     #expect(pool.stats.nsfbufsused == 0)
+  }
+
+  @Test(
+    "map appends runs to a batch, removeAll keeps its storage, a failure frees only the call's pages",
+    arguments: [false, true])
+  func mapInto(direct: Bool) throws {
+    let pool = direct ? SFBufPool.directMap() : try SFBufPool(nsfbufs: 16)
+    let o = try taggedFile(pages: 8, access: .readWrite)
+    var batch = SFBufBatch(pool: pool, capacity: 4)
+    #expect(try batch.map(o, pages: 0..<4) == 4)
+    if !direct { #expect(pool.mapCalls == 1, "one run, one mmap") }
+    #expect(try batch.map(o, pages: 4..<6) == 2)
+    #expect(batch.count == 6 && batch.capacity == 8)
+    for i in 0..<6 {
+      #expect(batch.page(i) == o.page(i))
+      #expect(batch.address(i).load(as: UInt64.self) == tag(o, i))
+    }
+    batch.removeAll()
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(try batch.map(o, pages: 0..<2) == 2)
+    #expect(batch.capacity == 8, "the storage is kept")
+    // Pages 2... now lie past the end of the file. Pages 6 and 7 were never mapped (a miss
+    // is refused); the window still caches pages 2 to 5 (hits, as the truncation tests
+    // say), so that a map of pages 4 to 7 maps two pages there before it fails.
+    #expect(ftruncate(o.fileDescriptor!.rawValue, off_t(2 * vmPageSize)) == 0)
+    #expect(throws: SFBufError.mappingRefused(errno: EINVAL)) { try batch.map(o, pages: 6..<8) }
+    #expect(throws: SFBufError.mappingRefused(errno: EINVAL)) {
+      try batch.map(o, pages: 6..<8, flags: .noWait)
+    }
+    #expect(throws: SFBufError.mappingRefused(errno: EINVAL)) { try batch.map(o, pages: 4..<8) }
+    #expect(batch.count == 2 && batch.address(1).load(as: UInt64.self) == tag(o, 1))
+    if direct {
+      #expect(throws: SFBufError.mappingRefused(errno: EINVAL)) {
+        try batch.map(o, pages: 4..<8, flags: .noWait)
+      }
+    } else {
+      #expect(pool.stats.nsfbufsused == 2, "the failed call freed the two pages it had mapped")
+      #expect(try batch.map(o, pages: 4..<8, flags: .noWait) == 2)
+      #expect(batch.count == 4 && batch.page(3) == o.page(5))
+      #expect(pool.stats.nsfbufsused == 4)
+      #expect(pool.window!.checkInvariants() == nil)
+    }
+    batch.free()
+    if !direct { #expect(pool.stats.nsfbufsused == 0) }
+  }
+
+  @Test("map with .noWait stops at a full window and keeps what it got")
+  func mapNoWait() throws {
+    let pool = try SFBufPool(nsfbufs: 4)
+    let o = try taggedAnonymous(pages: 8)
+    var batch = SFBufBatch(pool: pool)
+    #expect(try batch.map(o, pages: 0..<8, flags: .noWait) == 4)
+    #expect(try batch.map(o, pages: 4..<8, flags: .noWait) == 0)
+    #expect(batch.count == 4 && batch.address(3).load(as: UInt64.self) == tag(o, 3))
+    batch.removeAll()
+    #expect(pool.stats.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
   }
 
   @Test("a batch keeps its pool alive, on a window and on a direct map", arguments: [true, false])
