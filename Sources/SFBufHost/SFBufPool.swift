@@ -278,16 +278,17 @@
     ) throws(SFBufError) {
       let o = Unmanaged.passUnretained(object)
       do {
-        try forEachRun(of: object, pages: pages, flags: flags, lone: { batch.append($0) }) {
-          _, layout, first, count, lower in
-          batch.reserve(count)
-          for i in 0..<count {
-            batch.appendWindowEntry(
-              .init(
-                slot: first + i, object: o, pageIndex: lower + i,
-                address: layout.address(ofSlot: first + i)))
-          }
-        }
+        try forEachRun(
+          of: object, pages: pages, flags: flags, lone: { batch.append($0) },
+          run: { _, layout, first, count, lower in
+            batch.reserve(count)
+            for i in 0..<count {
+              batch.appendWindowEntry(
+                .init(
+                  slot: first + i, object: o, pageIndex: lower + i,
+                  address: layout.address(ofSlot: first + i)))
+            }
+          })
       } catch let error as SFBufError {
         throw error
       } catch {
