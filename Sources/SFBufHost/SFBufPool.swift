@@ -541,7 +541,7 @@
     /// between them, makes no heap allocation per run.
     ///
     /// - Precondition: every page is wired.
-    /// - Throws: what ``SFBufPool/allocate(_:flags:)`` throws, except `wouldBlock` with
+    /// - Throws: what `allocate(_:flags:)` throws, except `wouldBlock` with
     ///   `.noWait`, and except `mappingRefused` after the first page with `.noWait`.
     @discardableResult
     public mutating func map(_ object: VMObject, pages: Range<Int>, flags: SFBufPool.Flags = [])
