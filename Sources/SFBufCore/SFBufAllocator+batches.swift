@@ -98,7 +98,7 @@ extension SFBufAllocator {
   ///
   /// - Precondition: after `fill(i, &cell)`, `cell` holds a page whose `hashKey` is `key(i)`,
   ///   whatever `cell` held before.
-  @inlinable
+  @inlinable @inline(__always)
   public func allocateRun(
     count limit: Int, flags: SFBufFlags = [], key: (Int) -> UInt,
     fill: (_ i: Int, _ cell: inout Page?) -> Void
