@@ -259,7 +259,8 @@
     /// the first page that cannot be had and returns the pages mapped so far (possibly none);
     /// otherwise a failure frees what was mapped and throws.
     ///
-    /// - Precondition: every page is wired.
+    /// - Precondition: every page is wired; without `.noWait`, `pages` is no longer than the
+    ///   window (see ``SFBufBatch/map(_:pages:flags:)``).
     /// - Throws: what `allocate(_:flags:)` throws, except `wouldBlock` with `.noWait`, and
     ///   except `mappingRefused` after the first page with `.noWait`.
     public func allocateBatch(of object: VMObject, pages: Range<Int>, flags: Flags = [])
@@ -540,13 +541,21 @@
     /// A reader that maps run after run into one batch, emptying it with ``removeAll()``
     /// between them, makes no heap allocation per run.
     ///
-    /// - Precondition: every page is wired.
+    /// - Precondition: every page is wired; without `.noWait`, `pages` is no longer than the
+    ///   window (a batch that must hold more mappings than the window has slots would wait
+    ///   for itself forever: the process stops instead, naming the mistake).
     /// - Throws: what `allocate(_:flags:)` throws, except `wouldBlock` with
     ///   `.noWait`, and except `mappingRefused` after the first page with `.noWait`.
     @discardableResult
     public mutating func map(_ object: VMObject, pages: Range<Int>, flags: SFBufPool.Flags = [])
       throws(SFBufError) -> Int
     {
+      let slots = pool.nsfbufs
+      if !flags.contains(.noWait) && !pool.isDirectMap && pages.count > slots {
+        fatalError(
+          "SFBufBatch.map: \(pages.count) pages cannot be held at once in a window of \(slots) slot\(slots == 1 ? "" : "s"); without .noWait the call would wait for its own mappings forever (map fewer pages, or pass .noWait)"
+        )
+      }
       let before = count
       do {
         try pool.allocateRun(of: object, pages: pages, flags: flags, into: &self)

@@ -121,4 +121,23 @@ struct BatchTests {
       batch.append(try! b.allocate(o.page(0)))
     }
   }
+
+  @Test("a batch asked to hold more pages than the window has slots, waiting, stops the process")
+  func largerThanWindow() async throws {
+    // With .noWait it keeps what fits; the pages of a direct map are not counted.
+    let pool = try SFBufPool(nsfbufs: 1)
+    let o = try taggedAnonymous(pages: 2)
+    #expect(try pool.allocateBatch(of: o, pages: 0..<2, flags: .noWait).count == 1)
+    #expect(try SFBufPool.directMap().allocateBatch(of: o, pages: 0..<2).count == 2)
+    let result = await #expect(
+      processExitsWith: .failure, observing: [\.standardErrorContent]
+    ) {
+      let pool = try! SFBufPool(nsfbufs: 1)
+      let o = try! taggedAnonymous(pages: 2)
+      _ = try? pool.allocateBatch(of: o, pages: 0..<2)
+    }
+    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(message.contains("2 pages cannot be held at once in a window of 1 slot;"))
+  }
+
 }
