@@ -271,32 +271,6 @@
       return batch
     }
 
-    /// ``allocateRun(of:pages:flags:_:)`` into `batch`, whose pool this is: each run's
-    /// mappings are written into the batch's storage, with no handle made or consumed.
-    /// Stops at the first failure, keeping what was appended.
-    func allocateRun(
-      of object: VMObject, pages: Range<Int>, flags: Flags, into batch: inout SFBufBatch
-    ) throws(SFBufError) {
-      let o = Unmanaged.passUnretained(object)
-      do {
-        try forEachRun(
-          of: object, pages: pages, flags: flags, lone: { batch.append($0) },
-          run: { _, layout, first, count, lower in
-            batch.reserve(count)
-            for i in 0..<count {
-              batch.appendWindowEntry(
-                .init(
-                  slot: first + i, object: o, pageIndex: lower + i,
-                  address: layout.address(ofSlot: first + i)))
-            }
-          })
-      } catch let error as SFBufError {
-        throw error
-      } catch {
-        fatalError("unreachable: only allocations throw here")
-      }
-    }
-
     /// The work of ``allocateRun(of:pages:flags:_:)``: each page that no run can take is
     /// allocated alone and handed to `lone` (every page, on a direct map); each run mapped
     /// in the window (slots `first..<first + count`, for pages `lower..<lower + count`) is
@@ -557,14 +531,30 @@
         )
       }
       let before = count
+      let o = Unmanaged.passUnretained(object)
+      let p = pool
       do {
-        try pool.allocateRun(of: object, pages: pages, flags: flags, into: &self)
-      } catch {
+        // Each run's mappings go straight into the storage, with no handle made or consumed.
+        try p.forEachRun(
+          of: object, pages: pages, flags: flags, lone: { append($0) },
+          run: { _, layout, first, n, lower in
+            reserve(n)
+            for i in 0..<n {
+              (entries + count).initialize(
+                to: Entry(
+                  slot: first + i, object: o, pageIndex: lower + i,
+                  address: layout.address(ofSlot: first + i)))
+              count += 1
+            }
+          })
+      } catch let error as SFBufError {
         if !flags.contains(.noWait) || count == before && error != .wouldBlock {
           freeEntries(from: before)
           count = before
           throw error
         }
+      } catch {
+        fatalError("unreachable: only allocations throw here")
       }
       return count - before
     }
@@ -579,12 +569,6 @@
       entries.deallocate()
       entries = storage
       capacity = grown
-    }
-
-    /// Appends a window mapping the caller made for this batch's pool (room reserved).
-    @usableFromInline mutating func appendWindowEntry(_ e: Entry) {
-      (entries + count).initialize(to: e)
-      count += 1
     }
 
     /// Where mapping `i` is (`sf_buf_kva`). Valid while the batch holds it.
