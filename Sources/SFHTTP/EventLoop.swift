@@ -266,6 +266,15 @@
       var st = stat()
       var name = r.path
       if fd >= 0 && fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+        let path = r.target.prefix { $0 != "?" }
+        if !path.hasSuffix("/") {
+          // As other servers do: the folder's own address ends in a slash, so that the
+          // relative links of its index.html resolve inside it.
+          Glibc.close(fd)
+          let location = String(path) + "/" + r.target.dropFirst(path.count)
+          return respondError(
+            c, .movedPermanently, request: r, line: line, extra: [("Location", location)])
+        }
         name = r.path.isEmpty ? "index.html" : r.path + "/index.html"
         let index = sfb_open_beneath(fd, "index.html")
         Glibc.close(fd)
@@ -337,8 +346,8 @@
       return r.ifModifiedSince == modified
     }
 
-    /// An error answer; `request` nil (a request that could not be parsed) closes the
-    /// connection after it.
+    /// An error answer (or a redirection), with a one-line text body; `request` nil (a
+    /// request that could not be parsed) closes the connection after it.
     func respondError(
       _ c: Connection, _ status: HTTPStatus, request: HTTPRequest?, line: String = "-",
       extra: [(String, String)] = []

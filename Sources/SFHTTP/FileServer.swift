@@ -63,7 +63,8 @@
   ///
   /// GET and HEAD; keep-alive and pipelining; `Range` (one range; several are answered
   /// with the whole file); `ETag`/`If-None-Match` and `Last-Modified`/`If-Modified-Since`
-  /// (exact match, as nginx does by default); `index.html` for a folder. Every loop owns its
+  /// (exact match, as nginx does by default); `index.html` for a folder (301 to the folder's
+  /// address with its final slash when named without). Every loop owns its
   /// connections; a send that would block resumes when the socket is writable, and a full
   /// window makes a sender try again a moment later, never wait.
   public final class FileServer: Sendable {

@@ -6,6 +6,7 @@
 public enum HTTPStatus: Int, Sendable, CaseIterable {
   case ok = 200
   case partialContent = 206
+  case movedPermanently = 301
   case notModified = 304
   case badRequest = 400
   case forbidden = 403
@@ -25,6 +26,7 @@ public enum HTTPStatus: Int, Sendable, CaseIterable {
     switch self {
     case .ok: "OK"
     case .partialContent: "Partial Content"
+    case .movedPermanently: "Moved Permanently"
     case .notModified: "Not Modified"
     case .badRequest: "Bad Request"
     case .forbidden: "Forbidden"
@@ -173,6 +175,8 @@ public func parseHTTPRequest(_ buf: UnsafeBufferPointer<UInt8>, limits: HTTPLimi
   var range: String?
   var ims: String?
   var inm: String?
+  // A request with a body is refused, after the method: a POST with one is told 405.
+  var body: HTTPStatus?
   for line in lines.dropFirst() where !line.isEmpty {
     // No folded lines (obs-fold), no space before the colon.
     if line[0] == UInt8(ascii: " ") || line[0] == UInt8(ascii: "\t") { return .error(.badRequest) }
@@ -197,10 +201,10 @@ public func parseHTTPRequest(_ buf: UnsafeBufferPointer<UInt8>, limits: HTTPLimi
     case "range": range = text
     case "if-modified-since": ims = text
     case "if-none-match": inm = text
-    case "transfer-encoding": return .error(.notImplemented)
+    case "transfer-encoding": body = body ?? .notImplemented
     case "content-length":
       // A request body is not read: only an explicit empty one is accepted.
-      if text != "0" { return .error(.badRequest) }
+      if text != "0" { body = body ?? .badRequest }
     default: break
     }
   }
@@ -209,6 +213,7 @@ public func parseHTTPRequest(_ buf: UnsafeBufferPointer<UInt8>, limits: HTTPLimi
   guard method == "GET" || method == "HEAD" else {
     return .error(.methodNotAllowed)
   }
+  if let body { return .error(body) }
   guard let path = resolvePath(target) else { return .error(.badRequest) }
   let tokens = connection.split(separator: ",").map { $0.trimmingSpaces }
   let keepAlive = minor == 1 ? !tokens.contains("close") : tokens.contains("keep-alive")

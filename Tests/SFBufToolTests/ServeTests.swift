@@ -126,6 +126,11 @@ struct ServeTests {
     #expect(meta == "200 text/html; charset=utf-8" && body == Array("<h1>hello</h1>\n".utf8))
     (status, meta, body) = try curl(["-w", "%{http_code}", "\(base)/missing"])
     #expect(meta == "404")
+    // A folder named without its slash is redirected to its own address, query kept.
+    (status, meta, _) = try curl(["-w", "%{http_code} %{redirect_url}", "\(base)/sub?x=1"])
+    #expect(meta == "301 \(base)/sub/?x=1")
+    (status, meta, body) = try curl(["-L", "-w", "%{http_code}", "\(base)/sub"])
+    #expect(meta == "200" && body == Array("sub\n".utf8))
 
     // Three URLs over one connection: one connect in all.
     (status, meta, _) = try curl([
@@ -233,6 +238,7 @@ struct ServeTests {
       ("garbage\r\n\r\n", 400),
       ("GET / HTTP/1.1\r\n\r\n", 400),
       ("POST / HTTP/1.1\r\nHost: t\r\n\r\n", 405),
+      ("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi", 405),
       ("GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
       ("GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\nHost: t\r\n\r\n", 414),
       ("GET / HTTP/1.1\r\nHost: t\r\nX: " + String(repeating: "b", count: 20000) + "\r\n\r\n", 431),

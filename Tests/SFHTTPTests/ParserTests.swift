@@ -89,6 +89,12 @@ struct ParserTests {
       status("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n") == .notImplemented)
     #expect(status("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n") == .badRequest)
     #expect(status("GET / HTTP/1.1\r\nHost: h\r\nX: a\u{1}b\r\n\r\n") == .badRequest)
+    // A method that is not served is named as the error even when the request has a body.
+    #expect(
+      status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello") == .methodNotAllowed)
+    #expect(
+      status("PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n") == .methodNotAllowed
+    )
   }
 
   @Test("an overlong target is 414; an oversized head or too many headers 431")
