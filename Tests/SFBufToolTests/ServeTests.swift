@@ -175,8 +175,10 @@ struct ServeTests {
       let complete = got.count - head == site.big.count && Array(got[head...]) == site.big
       #expect(
         complete || !slow.closedByPeer, "the response ended early: \(got.count - head) bytes")
-      // Known: behind a reader this slow, a 16-slot window whose pages wait for zero-copy
-      // completions stalls (kilobytes per second), where copying sends finish in 0.1 s.
+      // Known, and Linux's own: to a loopback reader with a 4 KiB receive buffer,
+      // MSG_ZEROCOPY sends crawl (kilobytes per second, any window size; a plain Python
+      // sender does the same: scripts/zerocopy-slow-reader.py), where copying sends
+      // finish in 0.1 s.
       withKnownIssue(
         "zero-copy stalls behind a slow reader on a small window", isIntermittent: true
       ) {
