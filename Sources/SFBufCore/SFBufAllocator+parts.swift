@@ -192,15 +192,21 @@ extension SFBufAllocator {
   /// moves its hits to the counters and wakes a sleeper. Returns whether the slot is free
   /// now. Locked.
   @inlinable @discardableResult func dropReferenceLocked(_ s: Int, hit: Bool) -> Bool {
+    guard dropReferenceLeavingCount(s, hit: hit) else { return false }
+    book.pointee.counters.nsfbufsused -= 1
+    wakeWaiters()
+    return true
+  }
+
+  /// ``dropReferenceLocked(_:hit:)`` but for the count of slots in use and the wake-up,
+  /// which the caller does (once for many slots, in ``free(slots:)``). Locked.
+  @inlinable @inline(__always) func dropReferenceLeavingCount(_ s: Int, hit: Bool) -> Bool {
     let l = line(s)
     let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
     var w = l.pointee.word.load(ordering: .relaxed)
     while true {
       let refs = SlotLine.references(w)
-      if refs == 0 {
-        machine.unlock()
-        fatalError("sf_buf_free: slot \(s) has no reference (double free, or never allocated)")
-      }
+      if refs == 0 { doubleFree(s) }
       let desired: UInt64 = refs == 1 ? 0 : w &- minus
       let (done, now) = l.pointee.word.weakCompareExchange(
         expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
@@ -209,12 +215,17 @@ extension SFBufAllocator {
         if refs > 1 { return false }
         book.pointee.counters.hits &+= SlotLine.hits(w &- minus)
         insertFree(s, atHead: false)
-        book.pointee.counters.nsfbufsused -= 1
-        wakeWaiters()
         return true
       }
       w = now
     }
+  }
+
+  /// Stops the process: a free of slot `s`, which has no reference. Called locked; drops
+  /// the lock first, as the other traps taken with it held do.
+  @usableFromInline @inline(never) func doubleFree(_ s: Int) -> Never {
+    machine.unlock()
+    fatalError("sf_buf_free: slot \(s) has no reference (double free, or never allocated)")
   }
 
   /// Whether no slot is in use (the window went idle when a drop made this true). Locked.
@@ -246,7 +257,7 @@ extension SFBufAllocator {
 
   // MARK: Free list, least recently freed at the head
 
-  @inlinable func insertFree(_ s: Int, atHead: Bool) {
+  @inlinable @inline(__always) func insertFree(_ s: Int, atHead: Bool) {
     if Machine.hazardRecords > 0 { line(s).pointee.freedAt = book.pointee.scans }
     if atHead {
       line(s).pointee.freePrev = -1

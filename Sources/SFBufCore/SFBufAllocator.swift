@@ -656,7 +656,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         machine.lock()
         locked = true
       }
-      if dropReferenceLocked(s, hit: false) { freed += 1 }
+      if dropReferenceLeavingCount(s, hit: false) { freed += 1 }
+    }
+    if freed > 0 {
+      book.pointee.counters.nsfbufsused -= freed
+      wakeWaiters()
     }
     let idle = freed > 0 && isIdle
     if locked { machine.unlock() }

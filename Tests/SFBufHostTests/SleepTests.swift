@@ -175,4 +175,34 @@ struct SleepTests {
     let s = pool.stats
     #expect(s.remaps == 3 && s.hits == 1 && s.nsfbufsused == 0)
   }
+
+  @Test("a batch freed at once wakes one sleeper for each slot it frees", arguments: policies)
+  func batchFreeWakes(policy: SFBufReclaimPolicy) throws {
+    let pool = try SFBufPool(nsfbufs: 3, policy: policy)
+    let o = try taggedAnonymous(pages: 8)
+    var batch = try pool.allocateBatch(of: o, pages: 0..<3)
+    let got = Shared<[UInt64]>([])
+    let release = Shared(false)
+    var threads: [TestThread] = []
+    for n in 1...3 {
+      threads.append(
+        TestThread {
+          let buf = try! pool.allocate(o.page(3 + n))
+          got.with { $0.append(readTag(buf)) }
+          let deadline = monotonic() + 120
+          while !release.get && monotonic() < deadline { usleep(500) }
+        })
+      waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
+    }
+    // One lock for three frees: all three sleepers must wake (not just the first).
+    batch.removeAll()
+    if waitUntil("the three sleepers to map their pages", { got.get.count == 3 }) {
+      #expect(Set(got.get) == Set((4...6).map { tag(o, $0) }))
+      #expect(pool.window!.sleepers == 0 && pool.stats.nsfbufsused == 3)
+      #expect(pool.window!.checkInvariants() == nil)
+    }
+    release.with { $0 = true }
+    TestThread.join(threads, within: 30, "for the woken sleepers to free and end")
+    #expect(pool.stats.nsfbufsused == 0)
+  }
 }
