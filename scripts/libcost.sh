@@ -6,6 +6,7 @@
 #
 #   scripts/libcost.sh                                # .build/release/sfbuf, 1 thread, 20 trials
 #   scripts/libcost.sh path/to/sfbuf 2 20             # another build, 2 threads
+#   LIBCOST_SYMBOLS=1 scripts/libcost.sh              # also each symbol's share (>= 0.5 ns)
 #
 # Prints two figures: "library", the method of the README's older rounds, which also counts
 # swift_retain/swift_release (mostly the bench's own: the direct peer and its per-trial
@@ -44,5 +45,11 @@ awk -v pages="$pages" '
     printf "library %.0f ns per page, library proper %.0f ns per page (%d pages)\n",
       all / pages, proper / pages, pages
   }' "$work/report.txt"
+if [[ ${LIBCOST_SYMBOLS:-0} != 0 ]]; then
+  awk -v pages="$pages" '
+    /SFBufCore|SFBufHost/ && !/PageBench/ && $1 / pages >= 0.5 {
+      printf "  %5.1f ns per page  %s\n", $1 / pages, substr($3, 1, 90)
+    }' "$work/report.txt" | sort -rn -k1
+fi
 grep -E '^seq +[0-9]+ +(direct|pread|batched) ' "$work/bench.txt" \
   | awk '{printf "  %s: %s ns per page, %sx pread\n", $3, $4, $NF}'
