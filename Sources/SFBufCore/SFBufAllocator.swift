@@ -639,7 +639,9 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// Drops one reference of each slot of `slots` (`sf_buf_free` of each), taking the lock
   /// once for all of them (not at all when none is the last reference of its slot). Each
-  /// slot freed goes to the tail of the free list, in the order given.
+  /// slot freed goes to the tail of the free list, in the order given; then, still under
+  /// the lock, the slots freed leave the count in use and sleepers are woken, one per free
+  /// slot not yet promised to one.
   ///
   /// - Complexity: O(`slots.count`); one compare-and-swap per slot, under the lock when the
   ///   slot's last reference is among them.

@@ -6,6 +6,12 @@ import Testing
 
 @testable import SFBufHost
 
+/// Keeps what the caller's scope holds until `release`, at most two minutes.
+private func hold(until release: Shared<Bool>) {
+  let deadline = monotonic() + 120
+  while !release.get && monotonic() < deadline { usleep(500) }
+}
+
 /// Sleeping on a full window: signals, cancellation, fairness, and no duplicate mappings.
 /// Real threads, real futexes, real signals; every wait is bounded.
 @Suite("Sleeping on a full window", .serialized)
@@ -157,8 +163,7 @@ struct SleepTests {
           let buf = try! pool.allocate(o.page(3))
           precondition(readTag(buf) == tag(o, 3))
           slots.with { $0.append(buf.slot!) }
-          let deadline = monotonic() + 120
-          while !release.get && monotonic() < deadline { usleep(500) }
+          hold(until: release)
         })
       waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
     }
@@ -189,8 +194,7 @@ struct SleepTests {
         TestThread {
           let buf = try! pool.allocate(o.page(3 + n))
           got.with { $0.append(readTag(buf)) }
-          let deadline = monotonic() + 120
-          while !release.get && monotonic() < deadline { usleep(500) }
+          hold(until: release)
         })
       waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
     }
