@@ -5,6 +5,7 @@
 #
 #   scripts/mutants.sh lost-wakeup                 # host and sendfile tests, 600 s bound
 #   scripts/mutants.sh lost-wakeup --bound 300 --filter 'SFBufHostTests'
+#   scripts/mutants.sh lost-batch-wakeup --bound 120 --filter SleepTests
 #
 # Mutants:
 #   lost-wakeup  The last-reference free (dropReferenceLocked in
@@ -12,6 +13,10 @@
 #                a sleeper for a slot is never woken by the free that makes one. The core
 #                tests trap on it at once; this runs the host and sendfile tests, whose waits
 #                must all be bounded and fail naming what they waited for.
+#   lost-batch-wakeup  The free of many slots at once (free(slots:) in
+#                Sources/SFBufCore/SFBufAllocator.swift, which wakes sleepers once after
+#                its loop) no longer calls wakeWaiters(): a batch's free leaves its sleepers
+#                asleep. SleepTests.batchFreeWakes must catch it.
 #
 # The copy lives in .build-mutants/<mutant>/tree (tracked and untracked files, not .build);
 # only files whose contents changed are copied again, so a second run builds incrementally.
@@ -27,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: scripts/mutants.sh lost-wakeup [--bound SECONDS] [--filter REGEX]" >&2
+  echo "usage: scripts/mutants.sh lost-wakeup|lost-batch-wakeup [--bound SECONDS] [--filter REGEX]" >&2
   exit 2
 }
 mutant=${1:-}
@@ -71,32 +76,41 @@ put() {
   rm -f "$new"
 }
 
-apply_lost_wakeup() {
-  local file=Sources/SFBufCore/SFBufAllocator+parts.swift
+# Removes the one `wakeWaiters()` line of the function whose declaration matches `start`
+# in `file`, in the copy.
+remove_wakeup() {
+  local file=$1 start=$2 what=$3
   # The original, not the copy (which may hold the mutant of the previous run).
-  awk '
-    /func dropReferenceLocked\(/ { inside = 1 }
+  awk -v start="$start" '
+    $0 ~ start { inside = 1 }
     inside && /^  }$/ { inside = 0 }
     inside && /^[[:space:]]*wakeWaiters\(\)[[:space:]]*$/ { removed++; next }
     { print }
     END { if (removed != 1) exit 3 }
   ' "$root/$file" >"$tree/$file.new" || {
-    echo "mutants.sh: lost-wakeup does not apply: no single wakeWaiters() call in" \
-      "dropReferenceLocked in $file (the code moved; update the mutant)" >&2
+    echo "mutants.sh: $mutant does not apply: no single wakeWaiters() call in" \
+      "$what in $file (the code moved; update the mutant)" >&2
     rm -f "$tree/$file.new"
     exit 2
   }
   put "$tree/$file" "$tree/$file.new"
-  echo "mutant lost-wakeup: removed the wakeWaiters() call of dropReferenceLocked in $file"
+  echo "mutant $mutant: removed the wakeWaiters() call of $what in $file"
 }
 
 case "$mutant" in
   lost-wakeup) ;;
-  *) echo "unknown mutant '$mutant' (lost-wakeup)" >&2; exit 2 ;;
+  lost-batch-wakeup) ;;
+  *) echo "unknown mutant '$mutant' (lost-wakeup, lost-batch-wakeup)" >&2; exit 2 ;;
 esac
 
 sync_tree
-apply_lost_wakeup
+case "$mutant" in
+  lost-wakeup)
+    remove_wakeup Sources/SFBufCore/SFBufAllocator+parts.swift 'func dropReferenceLocked[(]' \
+      dropReferenceLocked ;;
+  lost-batch-wakeup)
+    remove_wakeup Sources/SFBufCore/SFBufAllocator.swift 'func free[(]slots:' 'free(slots:)' ;;
+esac
 cd "$tree"
 echo "building the mutant in $tree (log: $work/build.log)"
 if ! swift build --build-tests >"$work/build.log" 2>&1; then
@@ -123,15 +137,15 @@ elapsed=$(($(date +%s) - start))
 failed=$(grep -E '^✘ Test "[^"]*"( with [0-9]+ test cases)? failed' "$log" |
   sed -E 's/^✘ Test //' || true)
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-  echo "mutants.sh: NOT CAUGHT: lost-wakeup: the tests were still running after $bound s" \
+  echo "mutants.sh: NOT CAUGHT: $mutant: the tests were still running after $bound s" \
     "(something waits without a bound); see $log" >&2
   exit 1
 fi
 if [ "$status" -eq 0 ]; then
-  echo "mutants.sh: NOT CAUGHT: lost-wakeup: the tests passed in $elapsed s" >&2
+  echo "mutants.sh: NOT CAUGHT: $mutant: the tests passed in $elapsed s" >&2
   exit 1
 fi
 echo "$failed" | sed 's/^/  caught by: /'
 echo "  the waits that gave up:"
 grep -oE 'gave up after [0-9.]+ s waiting .*' "$log" | sort | uniq -c | sed 's/^/  /' || true
-echo "mutant lost-wakeup caught: the tests failed (status $status) in $elapsed s (bound $bound s)"
+echo "mutant $mutant caught: the tests failed (status $status) in $elapsed s (bound $bound s)"
