@@ -13,8 +13,9 @@ struct ServeCommand: ParsableCommand {
       Prints "listening on http://HOST:PORT" (--port 0 picks a free port), then serves GET \
       and HEAD: keep-alive and pipelining, Range (one range; several get the whole file), \
       ETag/If-None-Match and Last-Modified/If-Modified-Since (304), index.html for a \
-      folder (named without its final slash: 301 to it), 405 for other methods. Files are opened below the folder with openat2(RESOLVE_BENEATH): no path, \
-      encoded or not, and no symbolic link leads out of it. One epoll loop per thread; all \
+      folder (named without its final slash: 301 to it), 405 for other methods. Files \
+      are opened below the folder with openat2(RESOLVE_BENEATH): no path, encoded or \
+      not, and no symbolic link leads out of it. One epoll loop per thread; all \
       connections share the window (--nsfbufs) or the direct map (--direct).
 
       SIGUSR1 prints the pool's netstat -m lines; SIGINT and SIGTERM stop accepting, give \

@@ -12,6 +12,18 @@ private func hold(until release: Shared<Bool>) {
   while !release.get && monotonic() < deadline { usleep(500) }
 }
 
+/// Starts `count` threads running `body(n)` for n in 1...count, one at a time, each once
+/// the previous one sleeps on `pool`'s full window.
+private func startSleepers(
+  _ count: Int, on pool: SFBufPool, _ body: @escaping @Sendable (Int) -> Void
+) -> [TestThread] {
+  (1...count).map { n in
+    let t = TestThread { body(n) }
+    waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
+    return t
+  }
+}
+
 /// Sleeping on a full window: signals, cancellation, fairness, and no duplicate mappings.
 /// Real threads, real futexes, real signals; every wait is bounded.
 @Suite("Sleeping on a full window", .serialized)
@@ -156,16 +168,11 @@ struct SleepTests {
     let b = try #require(pool.sf_buf_alloc(o.page(1), SFB_DEFAULT))
     let slots = Shared<[Int]>([])
     let release = Shared(false)
-    var threads: [TestThread] = []
-    for n in 1...2 {
-      threads.append(
-        TestThread {
-          let buf = try! pool.allocate(o.page(3))
-          precondition(readTag(buf) == tag(o, 3))
-          slots.with { $0.append(buf.slot!) }
-          hold(until: release)
-        })
-      waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
+    let threads = startSleepers(2, on: pool) { _ in
+      let buf = try! pool.allocate(o.page(3))
+      precondition(readTag(buf) == tag(o, 3))
+      slots.with { $0.append(buf.slot!) }
+      hold(until: release)
     }
     // Free both slots at once: both sleepers wake; the second must find the first's mapping.
     pool.sf_buf_free(a)
@@ -188,15 +195,10 @@ struct SleepTests {
     var batch = try pool.allocateBatch(of: o, pages: 0..<3)
     let got = Shared<[UInt64]>([])
     let release = Shared(false)
-    var threads: [TestThread] = []
-    for n in 1...3 {
-      threads.append(
-        TestThread {
-          let buf = try! pool.allocate(o.page(3 + n))
-          got.with { $0.append(readTag(buf)) }
-          hold(until: release)
-        })
-      waitUntil("sleeper \(n) to sleep") { pool.window!.sleepers == n }
+    let threads = startSleepers(3, on: pool) { n in
+      let buf = try! pool.allocate(o.page(3 + n))
+      got.with { $0.append(readTag(buf)) }
+      hold(until: release)
     }
     // One lock for three frees: all three sleepers must wake (not just the first).
     batch.removeAll()
