@@ -10,8 +10,9 @@
 #
 # Prints two figures: "library", the method of the README's older rounds, which also counts
 # swift_retain/swift_release (mostly the bench's own: the direct peer and its per-trial
-# parsing of /proc/interrupts) and SFBufAllocator.stats (the bench reads the counters
-# twice a trial); and "library proper", without them. Compare builds only within one
+# parsing of /proc/interrupts), SFBufAllocator.stats (the bench reads the counters twice a
+# trial) and WireTable.isWired (the direct peer's wiring check: the window checks a run's
+# wiring with WireTable.allWired); and "library proper", without them. Compare builds only within one
 # round (run them alternated): this VM's speed swings by 2x from one minute to the next.
 # Needs perf (Debian: linux-perf) and permission to sample (root, or perf_event_paranoid).
 set -euo pipefail
@@ -39,7 +40,9 @@ pages=$((trials * 8192 + 2000 * threads))
 awk -v pages="$pages" '
   /SFBufCore|SFBufHost|swift_retain|swift_release/ && !/PageBench/ {
     all += $1
-    if ($0 !~ /swift_retain|swift_release|AllocatorC5statsAA0A5StatsVvg/) proper += $1
+    if ($0 !~ /swift_retain|swift_release|AllocatorC5statsAA0A5StatsVvg|WireTableC7isWired/) {
+      proper += $1
+    }
   }
   END {
     printf "library %.0f ns per page, library proper %.0f ns per page (%d pages)\n",

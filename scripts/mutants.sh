@@ -6,6 +6,7 @@
 #   scripts/mutants.sh lost-wakeup                 # host and sendfile tests, 600 s bound
 #   scripts/mutants.sh lost-wakeup --bound 300 --filter 'SFBufHostTests'
 #   scripts/mutants.sh lost-batch-wakeup --bound 120 --filter SleepTests
+#   scripts/mutants.sh lockless-run-hit --bound 300 --filter 'RunsTests|PerfStressTests'
 #
 # Mutants:
 #   lost-wakeup  The last-reference free (dropReferenceLocked in
@@ -17,6 +18,11 @@
 #                Sources/SFBufCore/SFBufAllocator.swift, which wakes sleepers once after
 #                its loop) no longer calls wakeWaiters(): a batch's free leaves its sleepers
 #                asleep. SleepTests.batchFreeWakes must catch it.
+#   lockless-run-hit  The hit without the lock (referenceIfInUse in
+#                Sources/SFBufCore/SFBufAllocator+parts.swift) ignores the lockedOnly flag
+#                of a page run's slots, so it changes with a compare-and-swap a word that the
+#                run's free writes with a plain store. RunsTests.oneCall (the invariant check
+#                after a hit on a run's page) must catch it.
 #
 # The copy lives in .build-mutants/<mutant>/tree (tracked and untracked files, not .build);
 # only files whose contents changed are copied again, so a second run builds incrementally.
@@ -32,7 +38,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: scripts/mutants.sh lost-wakeup|lost-batch-wakeup [--bound SECONDS] [--filter REGEX]" >&2
+  echo "usage: scripts/mutants.sh lost-wakeup|lost-batch-wakeup|lockless-run-hit [--bound SECONDS]" \
+    "[--filter REGEX]" >&2
   exit 2
 }
 mutant=${1:-}
@@ -97,10 +104,31 @@ remove_wakeup() {
   echo "mutant $mutant: removed the wakeWaiters() call of $what in $file"
 }
 
+# Replaces the one line of `file` that is exactly `old` with `new`, in the copy.
+replace_line() {
+  local file=$1 old=$2 new=$3
+  awk -v old="$old" -v new="$new" '
+    $0 == old { print new; replaced++; next }
+    { print }
+    END { if (replaced != 1) exit 3 }
+  ' "$root/$file" >"$tree/$file.new" || {
+    echo "mutants.sh: $mutant does not apply: the line it changes is not in $file once" \
+      "(the code moved; update the mutant)" >&2
+    rm -f "$tree/$file.new"
+    exit 2
+  }
+  put "$tree/$file" "$tree/$file.new"
+  echo "mutant $mutant: changed, in $file: $old"
+}
+
 case "$mutant" in
   lost-wakeup) ;;
   lost-batch-wakeup) ;;
-  *) echo "unknown mutant '$mutant' (lost-wakeup, lost-batch-wakeup)" >&2; exit 2 ;;
+  lockless-run-hit) ;;
+  *)
+    echo "unknown mutant '$mutant' (lost-wakeup, lost-batch-wakeup, lockless-run-hit)" >&2
+    exit 2
+    ;;
 esac
 
 sync_tree
@@ -110,6 +138,10 @@ case "$mutant" in
       dropReferenceLocked ;;
   lost-batch-wakeup)
     remove_wakeup Sources/SFBufCore/SFBufAllocator.swift 'func free[(]slots:' 'free(slots:)' ;;
+  lockless-run-hit)
+    replace_line Sources/SFBufCore/SFBufAllocator+parts.swift \
+      '    while SlotLine.references(w) > 0 && w & (SlotLine.mapping | SlotLine.lockedOnly) == 0 {' \
+      '    while SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 {' ;;
 esac
 cd "$tree"
 echo "building the mutant in $tree (log: $work/build.log)"

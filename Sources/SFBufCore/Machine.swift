@@ -176,6 +176,10 @@ public protocol SFBufMachine: AnyObject {
   /// - Throws: when the machine cannot map the run; then none of the slots maps anything.
   func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool
 
+  /// Whether the `count` consecutive pages of one object from `first` are all wired
+  /// (``isWired(_:)`` of each, at once). Only called when ``mapsRuns`` is true.
+  func isWired(run first: Page, count: Int) -> Bool
+
   /// A page run never crosses a multiple of this many slots: only within such a stretch are
   /// a run's slots adjacent in the machine's address space (the host spreads its window's
   /// stretches over separate page tables). Runs are at most this long. Unbounded by
@@ -276,6 +280,11 @@ extension SFBufMachine {
   /// Never called when ``mapsRuns`` is false.
   public func map(run first: Page, count: Int, slot: Int) throws(SFBufMapError) -> Bool {
     fatalError("SFBufMachine.map(run:count:slot:): this machine does not map runs")
+  }
+
+  /// Never called when ``mapsRuns`` is false.
+  public func isWired(run first: Page, count: Int) -> Bool {
+    fatalError("SFBufMachine.isWired(run:count:): this machine does not map runs")
   }
 }
 

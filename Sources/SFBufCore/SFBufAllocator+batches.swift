@@ -66,6 +66,12 @@ extension SFBufAllocator {
   /// *free* slot out of order is dropped from that slot's cache and mapped again in the
   /// run, which costs nothing more and keeps every page in at most one slot.
   ///
+  /// While in use, the run's slots are *locked-only*: every reference to them is taken and
+  /// dropped with the lock held (a hit on one of their pages, a ``ref(_:)``, a free), so
+  /// that a free needs no compare-and-swap on the slot's word, only a store. Freeing a
+  /// run's pages, most of all with ``free(slots:)``, costs less; a lone hit on a page a run
+  /// holds takes the lock. The flag goes when the slot is freed.
+  ///
   /// Returns the first slot and the run's length `n` (slot `first + i` maps `page(i)` for
   /// `i < n`), or `nil` when no run is possible and the caller should allocate `page(0)`
   /// alone: the machine maps one page per call, fewer than 2 pages come before a page in
@@ -74,9 +80,9 @@ extension SFBufAllocator {
   /// between two of its multiples. The block tried first is the one holding the least
   /// recently freed slot.
   ///
-  /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. Each
-  ///   page is checked when the run maps it or takes it from a free slot (with the lock
-  ///   held), so pages past the run's end are checked by the calls that map them.
+  /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. The
+  ///   pages are checked (with the lock held) when the run maps them, all at once, or takes
+  ///   them from free slots; pages past the run's end are checked by the calls that map them.
   /// - Throws: ``SFBufError/mappingRefused(errno:)``: the slots went back to the pool.
   /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block.
   @inlinable
@@ -151,6 +157,7 @@ extension SFBufAllocator {
         scanned = true
         continue
       }
+      checkWired(run: made(0, fill), count: count)
       for i in 0..<count where cached {
         let s = lookup(made(i, fill))
         if s >= 0 { forget(s) }
@@ -205,7 +212,7 @@ extension SFBufAllocator {
     for s in first..<(first + count) {
       // A page in use is wired by its holders; one cached in a free slot may not be.
       if !isInUse(s) { checkWired(cell: &state(s).pointee.page) }
-      referenceLocked(s)
+      referenceLocked(s, run: true)
       applyCPURules(s, flags, hit: true)
     }
     book.pointee.counters.hits &+= count

@@ -48,6 +48,11 @@ extension SFBufAllocator {
       let word = line(i).pointee.word.load(ordering: .relaxed)
       let refs = SlotLine.references(word)
       if refs == 0 && SlotLine.hits(word) != 0 { return "free slot \(i) still counts hits" }
+      if word & SlotLine.lockedOnly != 0 && (refs == 0 || SlotLine.hits(word) != 0) {
+        return refs == 0
+          ? "free slot \(i) is still marked locked-only"
+          : "slot \(i) is locked-only but counts hits taken without the lock"
+      }
       if refs < 0 { return "slot \(i) has \(refs) references" }
       if refs == 0 && !onFree[i] { return "slot \(i) has no reference but is not free" }
       if refs > 0 && onFree[i] { return "slot \(i) has \(refs) references but is free" }
@@ -134,6 +139,9 @@ extension SFBufAllocator {
     /// Leave slot `s`, in use, flagged as being mapped when nobody maps it: its hits would
     /// wait forever.
     case stuckMappingFlag(Int)
+    /// Mark slot `s` (in use) locked-only and count a hit on it taken without the lock: what
+    /// a hit that ignored the flag would leave, racing the run's free, which stores the word.
+    case lockedOnlyHit(Int)
     /// Record hazard word `record` as owed a reference to slot `slot` (free): the pool would
     /// drop a reference nobody took.
     case owedFreeSlot(record: Int, slot: Int)
@@ -158,6 +166,10 @@ extension SFBufAllocator {
       book.pointee.counters.nsfbufsused += 1
     case .stuckMappingFlag(let s):
       line(s).pointee.word.bitwiseOr(SlotLine.mapping, ordering: .relaxed)
+    case .lockedOnlyHit(let s):
+      precondition(isInUse(s))
+      line(s).pointee.word.bitwiseOr(
+        SlotLine.lockedOnly | SlotLine.oneHit, ordering: .relaxed)
     case .owedFreeSlot(let r, let s):
       record(r).pointee.debt.store(s, ordering: .relaxed)
     case .forgottenDebt(let r, let s):

@@ -5,15 +5,23 @@
 import Synchronization
 
 /// The layout of a slot's reference word (``SFBufAllocator/Slot/word``): its references in
-/// the low 31 bits, the ``mapping`` flag in bit 31 and, in the high 32 bits, the hits taken
-/// without the lock since the slot was last freed (moved to the counters then).
+/// the low 30 bits, the ``lockedOnly`` flag in bit 30, the ``mapping`` flag in bit 31 and, in
+/// the high 32 bits, the hits taken without the lock since the slot was last freed (moved to
+/// the counters then).
 @usableFromInline enum SlotLine {
   @usableFromInline static let oneRef: UInt64 = 1
   @usableFromInline static let oneHit: UInt64 = 1 << 32
   /// Set while a miss maps the slot outside the lock (its one reference is the miss's own):
   /// hits must wait for the mapping, under the lock.
   @usableFromInline static let mapping: UInt64 = 1 << 31
-  @inlinable static func references(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w & 0x7FFF_FFFF) }
+  /// Set on the slots of a page run (mapped by one, or taken by one from the free list)
+  /// while they are in use: every reference they hold was taken with the lock held, and their
+  /// word changes only with it held. Hits on them take the lock instead of a reference
+  /// without it, and the run's free writes each word with a plain store instead of a
+  /// compare-and-swap, which is most of what freeing a page of a run costs. Cleared when the
+  /// slot goes free.
+  @usableFromInline static let lockedOnly: UInt64 = 1 << 30
+  @inlinable static func references(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w & 0x3FFF_FFFF) }
   @inlinable static func hits(_ w: UInt64) -> Int { Int(truncatingIfNeeded: w >> 32) }
 }
 
@@ -118,7 +126,7 @@ extension SFBufAllocator {
     guard s >= 0 else { return -1 }
     let l = line(s)
     var w = l.pointee.word.load(ordering: .relaxed)
-    while SlotLine.references(w) > 0 && w & SlotLine.mapping == 0 {
+    while SlotLine.references(w) > 0 && w & (SlotLine.mapping | SlotLine.lockedOnly) == 0 {
       let (done, now) = l.pointee.word.weakCompareExchange(
         expected: w, desired: w &+ (SlotLine.oneRef | SlotLine.oneHit),
         successOrdering: .acquiring, failureOrdering: .relaxed)
@@ -153,17 +161,22 @@ extension SFBufAllocator {
     return -1
   }
 
-  /// Adds a reference to `s`, which is in the hash; a free slot is reactivated. Returns
-  /// whether it was free.
-  @inlinable @discardableResult func referenceLocked(_ s: Int) -> Bool {
+  /// Adds a reference to `s`, which is in the hash; a free slot is reactivated, and marked
+  /// ``SlotLine/lockedOnly`` when `run` (a page run takes it). Returns whether it was free.
+  @inlinable @discardableResult func referenceLocked(_ s: Int, run: Bool = false) -> Bool {
     let l = line(s)
     var w = l.pointee.word.load(ordering: .relaxed)
     if SlotLine.references(w) == 0 {
       // Nobody changes a free slot's word without the lock.
       removeFree(s)
       becameUsed(s)
-      l.pointee.word.store(SlotLine.oneRef, ordering: .releasing)
+      l.pointee.word.store(
+        run ? SlotLine.oneRef | SlotLine.lockedOnly : SlotLine.oneRef, ordering: .releasing)
       return true
+    }
+    if w & SlotLine.lockedOnly != 0 {
+      l.pointee.word.store(w &+ SlotLine.oneRef, ordering: .relaxed)
+      return false
     }
     while true {
       let (done, now) = l.pointee.word.weakCompareExchange(
@@ -173,13 +186,14 @@ extension SFBufAllocator {
     }
   }
 
-  /// Without the lock: drops one reference of `s` unless it is the last one. Returns
-  /// whether it did. `hit` also takes back one hit (a hit that found the wrong page).
+  /// Without the lock: drops one reference of `s` unless it is the last one, or the slot is
+  /// ``SlotLine/lockedOnly``. Returns whether it did. `hit` also takes back one hit (a hit
+  /// that found the wrong page).
   @inlinable func dropReferenceIfNotLast(_ s: Int, hit: Bool) -> Bool {
     let l = line(s)
     let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
     var w = l.pointee.word.load(ordering: .relaxed)
-    while SlotLine.references(w) >= 2 {
+    while SlotLine.references(w) >= 2 && w & SlotLine.lockedOnly == 0 {
       let (done, now) = l.pointee.word.weakCompareExchange(
         expected: w, desired: w &- minus, successOrdering: .releasing, failureOrdering: .relaxed)
       if done { return true }
@@ -208,6 +222,13 @@ extension SFBufAllocator {
       let refs = SlotLine.references(w)
       if refs == 0 { doubleFree(s) }
       let desired: UInt64 = refs == 1 ? 0 : w &- minus
+      if w & SlotLine.lockedOnly != 0 {
+        // Nobody changes this word without the lock: a store, not a compare-and-swap.
+        l.pointee.word.store(desired, ordering: .releasing)
+        if refs > 1 { return false }
+        insertFree(s, atHead: false)
+        return true
+      }
       let (done, now) = l.pointee.word.weakCompareExchange(
         expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
         failureOrdering: .relaxed)

@@ -259,7 +259,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///
   /// A page already cached in a slot is a *hit*: it costs a hash lookup and never fails or
   /// sleeps, even with `SFB_NOWAIT` and a full window; when the slot is already in use, the
-  /// hit takes no lock (one compare-and-swap on the slot's word). Otherwise the least
+  /// hit takes no lock (one compare-and-swap on the slot's word), unless a page run holds
+  /// the slot (see ``allocateRun(count:flags:key:fill:)``). Otherwise the least
   /// recently freed slot is remapped (one `Machine.map`), or the caller sleeps until a slot
   /// is freed and then looks in the hash again. Each slot that goes from free to in use is
   /// reported to the machine when it is the window's first
@@ -455,9 +456,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// ``claim(_:for:)`` for the page `fill` stores in the slot's cell, which still holds the
   /// page the slot cached (or `nil`), so that it may be reused (see
-  /// ``allocateRun(count:flags:key:fill:)``). The page is checked here, where it is made to
-  /// be mapped: pages in use are wired by their holders, and pages after a run's end are
-  /// checked by the call that maps them. Locked.
+  /// ``allocateRun(count:flags:key:fill:)``, which checked the run's pages are wired).
+  /// Locked.
   @inlinable func claim(_ s: Int, key: UInt, fill: (inout Page?) -> Void) {
     if state(s).pointee.page != nil { unhash(s) }
     fill(&state(s).pointee.page)
@@ -465,14 +465,13 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     claimed(s, key: key)
   }
 
-  /// Checks the page a run's `fill` stored in `cell`: there is one, its hash key is the one
-  /// the run looked up, and it is wired. Read in place, as ``checkWired(cell:)`` does.
+  /// Checks the page a run's `fill` stored in `cell`: there is one, and its hash key is the
+  /// one the run looked up. Read in place, as ``checkWired(cell:)`` does.
   @inlinable func checkFilled(_ cell: inout Page?, key: UInt) {
     guard cell != nil, cell.unsafelyUnwrapped.hashKey == key else {
       fatalError(
         "SFBufAllocator.allocateRun: fill(i, &cell) must store the page whose hashKey is key(i)")
     }
-    checkWired(cell: &cell)
   }
 
   /// ``checkWired(_:)`` for the page a slot's cell holds, read in place: within an `inout`
@@ -519,7 +518,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     if outside { machine.lock() }
     switch result {
     case .success(let oldWasLive):
-      for s in slots { publish(s, oldWasLive: oldWasLive, flags) }
+      for s in slots { publish(s, oldWasLive: oldWasLive, flags, run: count > 1) }
     case .failure(let error):
       for s in slots.reversed() { giveBack(s) }
       book.pointee.counters.sf_allocfail &+= 1
@@ -528,9 +527,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     }
   }
 
-  /// Ends the claim of slot `s` (``claim(_:for:)``), now mapped: hits may take it. Wakes
-  /// the allocations waiting for it. Locked.
-  @inlinable func publish(_ s: Int, oldWasLive: Bool, _ flags: SFBufFlags) {
+  /// Ends the claim of slot `s` (``claim(_:for:)``), now mapped: hits may take it (with the
+  /// lock when `run`: the slot is ``SlotLine/lockedOnly``). Wakes the allocations waiting for
+  /// it. Locked.
+  @inlinable func publish(_ s: Int, oldWasLive: Bool, _ flags: SFBufFlags, run: Bool = false) {
     book.pointee.mappingsInFlight -= 1
     wakeMappingWaiters(s)
     replacedTranslation(s, wasLive: oldWasLive)
@@ -538,7 +538,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     line(s).pointee.released = false
     if !mapsOutsideLock { becameUsed(s) }
     // Publishes the page to hits that find the slot without the lock.
-    line(s).pointee.word.store(SlotLine.oneRef, ordering: .releasing)
+    line(s).pointee.word.store(
+      run ? SlotLine.oneRef | SlotLine.lockedOnly : SlotLine.oneRef, ordering: .releasing)
     applyCPURules(s, flags, hit: false)
   }
 
@@ -611,9 +612,20 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   }
 
   @inlinable func checkWired(_ page: Page) {
-    if !machine.isWired(page) {
-      fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
+    if !machine.isWired(page) { notWired() }
+  }
+
+  /// ``checkWired(_:)`` for the `count` pages of a run from `first`, at once. Locked: the
+  /// lock is dropped before the process stops, as the other traps taken with it held do.
+  @inlinable func checkWired(run first: Page, count: Int) {
+    if !machine.isWired(run: first, count: count) {
+      machine.unlock()
+      notWired()
     }
+  }
+
+  @usableFromInline @inline(never) func notWired() -> Never {
+    fatalError("sf_buf_alloc: the page is not wired (wire it before mapping it)")
   }
 
   // MARK: - Free and reference
@@ -621,7 +633,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Drops one reference to slot `s` (`sf_buf_free`). At zero the slot goes to the tail of
   /// the free list with its mapping kept, and one sleeper is woken.
   ///
-  /// Cost: one compare-and-swap while other references remain; the lock for the last one.
+  /// Cost: one compare-and-swap while other references remain; the lock for the last one,
+  /// and for any reference of a slot a page run mapped or took.
   /// - Returns: whether that was the last reference (the slot is free now).
   /// - Precondition: `s` is a slot of this allocator with at least one reference; anything
   ///   else stops the process with a message naming the mistake.
@@ -644,7 +657,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// slot not yet promised to one.
   ///
   /// - Complexity: O(`slots.count`); one compare-and-swap per slot, under the lock when the
-  ///   slot's last reference is among them.
+  ///   slot's last reference is among them; a plain store under the lock for a slot a page
+  ///   run mapped or took, whose word changes only with the lock held.
   /// - Precondition: as ``free(_:)``, for each slot (a slot may appear as many times as the
   ///   caller holds references to it).
   @inlinable
@@ -669,7 +683,8 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     if idle { machine.windowBecameIdle() }
   }
 
-  /// Adds a reference to slot `s`, which must be in use (`sf_buf_ref`). Takes no lock.
+  /// Adds a reference to slot `s`, which must be in use (`sf_buf_ref`). Takes no lock,
+  /// unless a page run mapped the slot (or took it from the free list).
   @inlinable
   public func ref(_ s: Int) {
     checkSlot(s, "sf_buf_ref")
@@ -679,11 +694,20 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       if SlotLine.references(w) == 0 {
         fatalError("sf_buf_ref: slot \(s) is free; only a mapping in use can gain a reference")
       }
+      if w & SlotLine.lockedOnly != 0 { return refLocked(s) }
       let (done, now) = l.pointee.word.weakCompareExchange(
         expected: w, desired: w &+ SlotLine.oneRef, ordering: .relaxed)
       if done { return }
       w = now
     }
+  }
+
+  /// ``ref(_:)`` of a ``SlotLine/lockedOnly`` slot: with the lock, which its word needs.
+  @usableFromInline @inline(never) func refLocked(_ s: Int) {
+    machine.lock()
+    defer { machine.unlock() }
+    // Still in use (the caller holds a reference), so it stays locked-only.
+    referenceLocked(s)
   }
 
   /// ``free(_:)`` for a handle that recorded the slot's ``generation(ofSlot:)`` when it was

@@ -239,6 +239,9 @@
     @inlinable public func isWired(_ page: VMPage) -> Bool {
       page.object.wiring.count(page.index) > 0
     }
+    @inlinable public func isWired(run first: VMPage, count: Int) -> Bool {
+      first.object.wiring.allWired(first.index..<(first.index + count))
+    }
 
     /// What the window keeps alive while any slot is in use (the pool that owns this
     /// machine's allocator), so that mappings need not retain it: set once by the pool,

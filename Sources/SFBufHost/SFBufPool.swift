@@ -223,9 +223,11 @@
     /// for the whole run instead of one per page. A run stops before a page whose mapping is
     /// in use (that page is a hit) and goes on after it; a page cached in a free slot is
     /// mapped again in the run. Each page is still its own mapping, looked up, referenced and
-    /// freed on its own. Pages that no run can take (a lone page, no free block) are
-    /// allocated one by one with `flags`. On a direct map, a file's size is checked once
-    /// for all the pages.
+    /// freed on its own, with the pool lock: a run's mappings are freed without a
+    /// compare-and-swap each, and a hit on one of them while it is in use takes the lock
+    /// (other hits on mappings in use do not). Pages that no run can take (a lone page, no
+    /// free block) are allocated one by one with `flags`. On a direct map, a file's size is
+    /// checked once for all the pages.
     ///
     /// - Precondition: every page is wired.
     /// - Throws: what `allocate(_:flags:)` throws, or what `body` throws; the mappings not

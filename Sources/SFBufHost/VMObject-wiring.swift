@@ -4,15 +4,20 @@
   import Synchronization
 
   /// Wire counts of one object's pages: a directory of chunks of 1024 counters, a chunk made
-  /// when one of its pages is first wired. Reading a count takes no lock (two acquire loads),
-  /// so the allocator can check wiring on every allocation; changing counts takes a lock.
+  /// when one of its pages is first wired, and after each chunk's counters the number of
+  /// its pages wired, so that a run inside a chunk wired whole is checked with one load.
+  /// Reading a count takes no lock (two acquire loads), so the allocator can check wiring on
+  /// every allocation; changing counts takes a lock.
   ///
-  /// Memory: 4 KiB per 1024-page chunk touched by wiring, plus 8 bytes per 4 MiB of the
-  /// highest page index ever wired (the directory).
+  /// Memory: 4 KiB (and 64 bytes) per 1024-page chunk touched by wiring, plus 8 bytes per
+  /// 4 MiB of the highest page index ever wired (the directory).
   @usableFromInline
   // @unchecked: raw memory read without the lock by design.
   final class WireTable: @unchecked Sendable {
     @usableFromInline static let chunkPages = 1024
+    /// Counters allocated per chunk: its pages', then the number of its pages wired (and
+    /// padding to a cache line).
+    static let chunkCounters = chunkPages + 16
     /// A chunk pointer in the directory, published with a release store.
     @usableFromInline typealias Link = Atomic<UnsafeMutableRawPointer?>
 
@@ -38,7 +43,7 @@
       cell.deallocate()
       for d in retired { d.deallocate() }
       for c in chunks {
-        c.deinitialize(count: WireTable.chunkPages)
+        c.deinitialize(count: WireTable.chunkCounters)
         c.deallocate()
       }
     }
@@ -60,6 +65,31 @@
         .load(ordering: .acquiring)
     }
 
+    /// Whether every page of `pages` has a wire count above 0: ``count(_:)`` of each, with
+    /// the directory and each chunk's link loaded once.
+    @inlinable func allWired(_ pages: Range<Int>) -> Bool {
+      guard pages.lowerBound >= 0, let dir = cell.pointee.load(ordering: .acquiring) else {
+        return pages.isEmpty
+      }
+      let chunks = dir.load(as: Int.self)
+      var i = pages.lowerBound
+      while i < pages.upperBound {
+        let chunk = i / WireTable.chunkPages
+        guard chunk < chunks,
+          let c = WireTable.link(dir, chunk).pointee.load(ordering: .acquiring)
+        else { return false }
+        let counts = c.assumingMemoryBound(to: Atomic<UInt32>.self)
+        let end = min(pages.upperBound, (chunk + 1) * WireTable.chunkPages)
+        if counts[WireTable.chunkPages].load(ordering: .acquiring) != UInt32(WireTable.chunkPages) {
+          for j in i..<end where counts[j % WireTable.chunkPages].load(ordering: .acquiring) == 0 {
+            return false
+          }
+        }
+        i = end
+      }
+      return true
+    }
+
     /// Adds `delta` (+1 or -1) to the count of every page of `pages`. Unwiring a page whose
     /// count is zero stops the process, and changes nothing before it does.
     func add(_ pages: Range<Int>, _ delta: Int32) {
@@ -70,8 +100,14 @@
           }
         }
         for i in pages {
-          chunk(for: i)[i % WireTable.chunkPages].wrappingAdd(
+          let c = chunk(for: i)
+          let (old, new) = c[i % WireTable.chunkPages].wrappingAdd(
             UInt32(bitPattern: delta), ordering: .acquiringAndReleasing)
+          if old == 0 || new == 0 {
+            // The page went from unwired to wired, or back.
+            c[WireTable.chunkPages].wrappingAdd(
+              UInt32(bitPattern: delta), ordering: .acquiringAndReleasing)
+          }
         }
       }
     }
@@ -100,8 +136,8 @@
       if let c = link.pointee.load(ordering: .relaxed) {
         return c.assumingMemoryBound(to: Atomic<UInt32>.self)
       }
-      let c = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: WireTable.chunkPages)
-      for k in 0..<WireTable.chunkPages { (c + k).initialize(to: Atomic(0)) }
+      let c = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: WireTable.chunkCounters)
+      for k in 0..<WireTable.chunkCounters { (c + k).initialize(to: Atomic(0)) }
       chunks.append(c)
       link.pointee.store(UnsafeMutableRawPointer(c), ordering: .releasing)
       return c

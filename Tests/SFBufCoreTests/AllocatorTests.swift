@@ -232,6 +232,14 @@ struct InvariantCheckerTests {
     a.corrupt(.stuckMappingFlag(1))
     #expect(a.checkInvariants()?.contains("being mapped") == true)
   }
+
+  @Test("a hit taken without the lock on a page run's slot")
+  func lockedOnlyHit() throws {
+    let a = try populated()
+    #expect(a.checkInvariants() == nil)
+    a.corrupt(.lockedOnlyHit(1))
+    #expect(a.checkInvariants()?.contains("locked-only but counts hits") == true)
+  }
 }
 
 @Suite("Counters")

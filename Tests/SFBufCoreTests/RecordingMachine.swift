@@ -115,4 +115,5 @@ extension UntrackedTestMachine {
   func shootdown(slot: Int, cpus: CPUSet) {}
   var isPinned: Bool { true }
   func isWired(_ page: Page) -> Bool { true }
+  func isWired(run first: Page, count: Int) -> Bool { true }
 }

@@ -112,6 +112,28 @@ struct MappingTests {
     #expect(big.page(5).wireCount == 0)
   }
 
+  @Test("a run's wiring is checked at once, across chunks of wire counts, as page by page")
+  func runWiring() throws {
+    let o = try VMObject.anonymous(size: 3000 * vmPageSize)
+    let machine = try #require(try SFBufPool(nsfbufs: 4).window?.machine)
+    #expect(!machine.isWired(run: o.page(0), count: 4), "no chunk made yet")
+    try o.wire(pages: 1000..<2100)
+    for (first, count) in [(1000, 24), (1020, 10), (1000, 1100), (2090, 10)] {
+      #expect(machine.isWired(run: o.page(first), count: count), "\(first) + \(count)")
+    }
+    for (first, count) in [(999, 2), (2099, 2), (2090, 11), (1020, 1081)] {
+      #expect(!machine.isWired(run: o.page(first), count: count), "\(first) + \(count)")
+    }
+    o.page(1025).unwire()
+    #expect(!machine.isWired(run: o.page(1020), count: 10))
+    #expect(machine.isWired(run: o.page(1026), count: 10))
+    // The same answers as each page's own check.
+    for first in stride(from: 990, to: 2110, by: 7) {
+      let each = (first..<(first + 9)).allSatisfy { machine.isWired(o.page($0)) }
+      #expect(machine.isWired(run: o.page(first), count: 9) == each, "\(first)")
+    }
+  }
+
   @Test("objects: clear errors for bad input")
   func objectErrors() throws {
     #expect(throws: VMError.invalidSize(0)) { try VMObject.anonymous(size: 0) }

@@ -78,7 +78,7 @@ struct MisuseTests {
     }
   }
 
-  /// A page run checks each page as it reaches it: here page 3 of 0..<8.
+  /// A page run checks its pages before it maps them: here page 3 of 0..<8 stops it.
   @Test("a page run over a page that is not wired")
   func unwiredInRun() async {
     let result = await #expect(

@@ -113,6 +113,55 @@ struct PerfStressTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
+  @Test("runs held by batches racing hits, refs and frees of their pages, page by page")
+  func runsRacingHits() throws {
+    let pool = try SFBufPool(nsfbufs: 16, policy: .batched(batch: 4))
+    let o = try taggedAnonymous(pages: 24)
+    let wrong = Shared(0)
+    let pages = Shared(0)
+    let deadline = monotonic() + 3
+    var threads: [TestThread] = []
+    for t in 0..<4 {
+      threads.append(
+        TestThread {
+          var rng = SplitMix(seed: UInt64(t) &* 7919 &+ 5)
+          var got = 0
+          var n = 0
+          while n < 40_000 && monotonic() < deadline {
+            let first = Int(rng.next() % 20)
+            if t < 2 {
+              // Runs of 2 to 4 pages into a batch (locked-only slots), freed in one step.
+              var batch = SFBufBatch(pool: pool, capacity: 4)
+              let m = (try? batch.map(o, pages: first..<(first + 2 + n % 3), flags: .noWait)) ?? 0
+              for j in 0..<m where batch.address(j).load(as: UInt64.self) != tag(o, first + j) {
+                wrong.with { $0 += 1 }
+              }
+              got += m
+              batch.removeAll()
+            } else if let sf = pool.sf_buf_alloc(o.page(first), SFB_NOWAIT) {
+              // Page by page, on the same pages: hits on the batches' slots take the lock.
+              if sf_buf_kva(sf).load(as: UInt64.self) != tag(o, first) { wrong.with { $0 += 1 } }
+              if n % 3 == 0 {
+                pool.sf_buf_ref(sf)
+                pool.sf_buf_free(sf)
+              }
+              pool.sf_buf_free(sf)
+              got += 1
+            }
+            n += 1
+          }
+          pages.with { $0 += got }
+        })
+    }
+    TestThread.join(threads, within: 35, "for the 4 threads to end (they stop after 3 s)")
+    #expect(wrong.get == 0)
+    let s = pool.stats
+    #expect(pages.get > 1000)
+    #expect(s.hits + s.misses == pages.get, "every page mapped is one hit or one miss")
+    #expect(s.nsfbufsused == 0)
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
   @Test("a pool stays alive while a slot is in use, and goes when the last one is freed")
   func poolLifetime() throws {
     let o = try taggedAnonymous(pages: 2)

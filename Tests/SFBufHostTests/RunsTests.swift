@@ -26,14 +26,19 @@ struct RunsTests {
     #expect(kept.map { sf_buf_page($0).index } == Array(8..<16))
     let s = pool.stats
     #expect(s.misses == 8 && s.remaps == 8 && s.nsfbufsused == 8)
-    // Looked up, referenced and freed one by one.
+    // Looked up, referenced and freed one by one. The run's slots are locked-only while in
+    // use: the hit, the ref and the frees take the lock, and leave no hit counted in a
+    // slot's word, which the run's free would overwrite.
     let hit = try pool.allocate(o.page(12))
     #expect(hit.slot == slots[4])
     pool.sf_buf_ref(kept[4])
+    #expect(pool.window!.references(ofSlot: slots[4]) == 3)
+    #expect(pool.window!.checkInvariants() == nil)
     pool.sf_buf_free(kept[4])
     for sf in kept { pool.sf_buf_free(sf) }
     #expect(pool.stats.nsfbufsused == 1)
     hit.free()
+    #expect(pool.stats.hits == 1 && pool.stats.nsfbufsused == 0)
     #expect(pool.window!.checkInvariants() == nil)
   }
 
