@@ -18,28 +18,28 @@ struct BenchSQLiteCommand: ParsableCommand {
     commandName: "sqlite",
     abstract: "SQLite through the sfbuf VFS against its own xRead and mmap.",
     discussion: """
-      Ways: the default VFS with mmap_size=0 (every page copied by xRead into SQLite's page
-      cache), the default VFS with the whole file mapped (SQLite's own mmap), the sfbuf VFS
-      with windows of 64 and 512 slots (default admission, admit=16), the window of 512 with
-      admit=1 (every page mapped at its first fetch), and the sfbuf VFS's direct map. Every way uses
+      Ways: the default VFS with mmap_size=0 (every page copied by xRead into SQLite's page \
+      cache), the default VFS with the whole file mapped (SQLite's own mmap), the sfbuf VFS \
+      with windows of 64 and 512 slots (default admission, admit=16), the window of 512 with \
+      admit=1 (every page mapped at its first fetch), and the sfbuf VFS's direct map. Every way uses \
       SQLite's default page cache (cache_size -2000, 2 MB).
 
-      Suites: (1) hot point lookups through an index, keys drawn from Zipf(0.99) and
-      scattered over the table; (2) uniform point lookups over the whole table; (3) scans and
-      aggregates (a table scan, an index range scan, a rowid range, a join, ORDER BY with
-      LIMIT). Each run measures every way on every suite, in a rotated order, after a
+      Suites: (1) hot point lookups through an index, keys drawn from Zipf(0.99) and \
+      scattered over the table; (2) uniform point lookups over the whole table; (3) scans and \
+      aggregates (a table scan, an index range scan, a rowid range, a join, ORDER BY with \
+      LIMIT). Each run measures every way on every suite, in a rotated order, after a \
       warm-up of a tenth of the lookups; the table shows the medians of the runs.
 
-      Per way and suite: milliseconds (median, min, max), the window's hit rate and mmap
-      calls per query, xFetch calls answered with NULL (SQLite then reads the page with
-      xRead), and ratios to mmap_size=0 and to SQLite's own mapping (below 1: faster).
-      Then the sweep: suite 1 through windows of 64 to 32768 slots, beside SQLite's
+      Per way and suite: milliseconds (median, min, max), the window's hit rate and mmap \
+      calls per query, xFetch calls answered with NULL (SQLite then reads the page with \
+      xRead), and ratios to mmap_size=0 and to SQLite's own mapping (below 1: faster). \
+      Then the sweep: suite 1 through windows of 64 to 32768 slots, beside SQLite's \
       mapping.
 
-      --json prints one object (keys sorted): {"schema": "sfbuf-bench-sqlite/1", "config":
-      {...}, "suites": [{"suite", "queries", "ways": [{"way", "msMedian", "msMin", "msMax",
-      "msRuns", "hitRate", "mapCallsPerQuery", "fallbacks", "vsMmapOff", "vsMmapWhole"}]}],
-      "sweep": [{"nsfbufs", "msMedian", "hitRate", "mapCallsPerQuery", "fallbacks",
+      --json prints one object (keys sorted): {"schema": "sfbuf-bench-sqlite/1", "config": \
+      {...}, "suites": [{"suite", "queries", "ways": [{"way", "msMedian", "msMin", "msMax", \
+      "msRuns", "hitRate", "mapCallsPerQuery", "fallbacks", "vsMmapOff", "vsMmapWhole"}]}], \
+      "sweep": [{"nsfbufs", "msMedian", "hitRate", "mapCallsPerQuery", "fallbacks", \
       "vsMmapWhole"}]}; null where a figure does not apply (the default VFS has no window).
       """
   )
@@ -48,21 +48,29 @@ struct BenchSQLiteCommand: ParsableCommand {
   var quick = false
   @Flag(help: "Print JSON instead of the tables.")
   var json = false
-  @Option(help: "Point lookups per suite (default 300000, --quick 30000).")
+  @Option(
+    help: ArgumentHelp(
+      "Point lookups per suite (default 300000, --quick 30000).", valueName: "count"))
   var lookups: Int?
-  @Option(help: "Runs (default 5, --quick 2).")
+  @Option(help: ArgumentHelp("Runs (default 5, --quick 2).", valueName: "count"))
   var runs: Int?
-  @Option(help: "Rows of the orders table (default 1100000: a database of about 160 MB).")
+  @Option(
+    help: ArgumentHelp(
+      "Rows of the orders table (at the default, a database of about 160 MB).", valueName: "count"))
   var rows = 1_100_000
-  @Option(help: "Use (or create and keep) the database at this path.")
+  @Option(
+    help: ArgumentHelp("Use (or create and keep) the database at this path.", valueName: "path"))
   var db: String?
   @Flag(help: "Skip the sweep of window sizes.")
   var noSweep = false
-  @Option(name: .customLong("sweep"), help: "Only these window sizes in the sweep (repeatable).")
+  @Option(
+    name: .customLong("sweep"),
+    help: ArgumentHelp("Only these window sizes in the sweep (repeatable).", valueName: "slots"))
   var sweepOnly: [Int] = []
   @Flag(help: "Skip the three suites (with --sweep: measure only the sweep).")
   var noSuites = false
-  @Option(help: "Also a window of 512 with this admit=N (repeatable).")
+  @Option(
+    help: ArgumentHelp("Also a window of 512 with this admit=N (repeatable).", valueName: "n"))
   var admit: [Int] = []
 
   func validate() throws {

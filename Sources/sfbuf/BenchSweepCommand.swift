@@ -40,7 +40,9 @@ struct BenchSweepCommand: ParsableCommand {
   var quick = false
   @Flag(help: "Print JSON instead of the table.")
   var json = false
-  @Option(name: .customLong("json-file"), help: "Also write the JSON to this file.")
+  @Option(
+    name: .customLong("json-file"),
+    help: ArgumentHelp("Also write the JSON to this file.", valueName: "file"))
   var jsonFile: String?
   @Option(
     help: ArgumentHelp(
@@ -49,13 +51,16 @@ struct BenchSweepCommand: ParsableCommand {
   var svg: String?
   @Flag(name: .customLong("no-svg"), help: "Write no chart.")
   var noSVG = false
-  @Option(help: "Window slots.")
+  @Option(help: ArgumentHelp("Window slots.", valueName: "slots"))
   var nsfbufs = 512
-  @Option(help: "Trials per point (default 5, --quick 2).")
+  @Option(help: ArgumentHelp("Trials per point (default 5, --quick 2).", valueName: "count"))
   var trials: Int?
-  @Option(help: "Batch of the batched policy (default nsfbufs / 4).")
+  @Option(
+    help: ArgumentHelp("Batch of the batched policy (default nsfbufs / 4).", valueName: "slots"))
   var batch: Int?
-  @Option(name: .customLong("threads"), help: "Only this thread count (1 or 2; default both).")
+  @Option(
+    name: .customLong("threads"),
+    help: ArgumentHelp("Only this thread count (1 or 2; default both).", valueName: "count"))
   var threadCounts: [Int] = []
 
   /// Working sets in windows. Between 1 and 2 the hit rate falls from about 100 % to 50 %,
