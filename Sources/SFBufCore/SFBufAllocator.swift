@@ -501,10 +501,16 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ) throws(SFBufError) {
     let slots = first..<(first + count)
     let outside = mapsOutsideLock
-    // A run mapped outside the lock first drops whatever translations its slots still hold.
+    // A run mapped outside the lock while other slots are in use first drops whatever
+    // translations its slots still hold (``SFBufMachine/unmap(slots:)``): the holders of the
+    // others may be touching their pages meanwhile, which a map replacing translations could
+    // hold up (the host's `mmap` then holds the process's mapping lock for writing while it
+    // tears them down). With no other slot in use the map replaces them itself: one machine
+    // call instead of two.
     var unmapFirst = false
+    let othersInUse = book.pointee.counters.nsfbufsused > count
     // A loop, not `contains(where:)`, which allocates in unoptimized builds.
-    for s in slots where outside && count > 1 && !line(s).pointee.released {
+    for s in slots where outside && count > 1 && othersInUse && !line(s).pointee.released {
       unmapFirst = true
       break
     }

@@ -200,6 +200,39 @@ struct RunsTests {
     #expect(direct.slot(containing: buf.address) == nil)
   }
 
+  /// While other slots are in use, a run over slots that still hold translations drops
+  /// them first (one `madvise`), so that its `mmap` tears nothing down while it holds the
+  /// process's mapping lock for writing; alone in the window, the `mmap` replaces them.
+  @Test("a run drops its slots' translations first only while other slots are in use")
+  func teardownBeforeRun() throws {
+    let pool = try SFBufPool(nsfbufs: 8, policy: .batched(batch: 8))
+    let o = try taggedAnonymous(pages: 16)
+    func check(_ batch: borrowing SFBufBatch, _ pages: Range<Int>) {
+      for (j, i) in pages.enumerated() {
+        #expect(batch.address(j).load(as: UInt64.self) == tag(o, i))
+      }
+    }
+    var a = try pool.allocateBatch(of: o, pages: 0..<4)
+    var b = try pool.allocateBatch(of: o, pages: 4..<8)
+    b.removeAll()
+    // Slots 4..<8 are the only free ones and still map pages 4..<8; a's are in use.
+    let before = pool.unmapCalls
+    var c = try pool.allocateBatch(of: o, pages: 8..<12)
+    #expect(pool.unmapCalls == before + 1)
+    check(c, 8..<12)
+    a.removeAll()
+    c.removeAll()
+    // Nothing in use: the run over slots 0..<4 (least recently freed) is one mmap alone.
+    let alone = pool.unmapCalls
+    let maps = pool.mapCalls
+    var d = try pool.allocateBatch(of: o, pages: 12..<16)
+    #expect(pool.unmapCalls == alone)
+    #expect(pool.mapCalls == maps + 1)
+    check(d, 12..<16)
+    d.removeAll()
+    #expect(pool.window!.checkInvariants() == nil)
+  }
+
   @Test("one release over slots of two regions drops every page-table entry in them")
   func releaseAcrossRegions() throws {
     let machine = try HostMachine(nsfbufs: 256)
