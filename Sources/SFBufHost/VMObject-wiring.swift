@@ -99,14 +99,17 @@
             fatalError("vm_page_unwire: page \(i) is not wired")
           }
         }
+        // Only this lock's holder writes counts: a load and a release store each, not a
+        // locked read-modify-write (readers load with acquire, without the lock).
         for i in pages {
           let c = chunk(for: i)
-          let (old, new) = c[i % WireTable.chunkPages].wrappingAdd(
-            UInt32(bitPattern: delta), ordering: .acquiringAndReleasing)
+          let old = c[i % WireTable.chunkPages].load(ordering: .relaxed)
+          let new = old &+ UInt32(bitPattern: delta)
+          c[i % WireTable.chunkPages].store(new, ordering: .releasing)
           if old == 0 || new == 0 {
             // The page went from unwired to wired, or back.
-            c[WireTable.chunkPages].wrappingAdd(
-              UInt32(bitPattern: delta), ordering: .acquiringAndReleasing)
+            let wired = c[WireTable.chunkPages].load(ordering: .relaxed)
+            c[WireTable.chunkPages].store(wired &+ UInt32(bitPattern: delta), ordering: .releasing)
           }
         }
       }
