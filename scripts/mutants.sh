@@ -83,42 +83,45 @@ put() {
   rm -f "$new"
 }
 
+# Writes `file` in the copy as awk (the other arguments: its options and program) makes it
+# from the original, not the copy (which may hold the mutant of the previous run). The
+# program fails when the mutant does not apply: `why` says what it did not find; `done`
+# says what it changed.
+mutate() {
+  local file=$1 why=$2 done=$3
+  shift 3
+  awk "$@" "$root/$file" >"$tree/$file.new" || {
+    echo "mutants.sh: $mutant does not apply: $why (the code moved; update the mutant)" >&2
+    rm -f "$tree/$file.new"
+    exit 2
+  }
+  put "$tree/$file" "$tree/$file.new"
+  echo "mutant $mutant: $done"
+}
+
 # Removes the one `wakeWaiters()` line of the function whose declaration matches `start`
 # in `file`, in the copy.
 remove_wakeup() {
   local file=$1 start=$2 what=$3
-  # The original, not the copy (which may hold the mutant of the previous run).
-  awk -v start="$start" '
+  mutate "$file" "no single wakeWaiters() call in $what in $file" \
+    "removed the wakeWaiters() call of $what in $file" -v start="$start" '
     $0 ~ start { inside = 1 }
     inside && /^  }$/ { inside = 0 }
     inside && /^[[:space:]]*wakeWaiters\(\)[[:space:]]*$/ { removed++; next }
     { print }
     END { if (removed != 1) exit 3 }
-  ' "$root/$file" >"$tree/$file.new" || {
-    echo "mutants.sh: $mutant does not apply: no single wakeWaiters() call in" \
-      "$what in $file (the code moved; update the mutant)" >&2
-    rm -f "$tree/$file.new"
-    exit 2
-  }
-  put "$tree/$file" "$tree/$file.new"
-  echo "mutant $mutant: removed the wakeWaiters() call of $what in $file"
+  '
 }
 
 # Replaces the one line of `file` that is exactly `old` with `new`, in the copy.
 replace_line() {
   local file=$1 old=$2 new=$3
-  awk -v old="$old" -v new="$new" '
+  mutate "$file" "the line it changes is not in $file once" "changed, in $file: $old" \
+    -v old="$old" -v new="$new" '
     $0 == old { print new; replaced++; next }
     { print }
     END { if (replaced != 1) exit 3 }
-  ' "$root/$file" >"$tree/$file.new" || {
-    echo "mutants.sh: $mutant does not apply: the line it changes is not in $file once" \
-      "(the code moved; update the mutant)" >&2
-    rm -f "$tree/$file.new"
-    exit 2
-  }
-  put "$tree/$file" "$tree/$file.new"
-  echo "mutant $mutant: changed, in $file: $old"
+  '
 }
 
 case "$mutant" in

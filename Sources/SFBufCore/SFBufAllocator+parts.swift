@@ -225,20 +225,19 @@ extension SFBufAllocator {
       if w & SlotLine.lockedOnly != 0 {
         // Nobody changes this word without the lock: a store, not a compare-and-swap.
         l.pointee.word.store(desired, ordering: .releasing)
-        if refs > 1 { return false }
-        insertFree(s, atHead: false)
-        return true
+      } else {
+        let (done, now) = l.pointee.word.weakCompareExchange(
+          expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
+          failureOrdering: .relaxed)
+        if !done {
+          w = now
+          continue
+        }
       }
-      let (done, now) = l.pointee.word.weakCompareExchange(
-        expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
-        failureOrdering: .relaxed)
-      if done {
-        if refs > 1 { return false }
-        book.pointee.counters.hits &+= SlotLine.hits(w &- minus)
-        insertFree(s, atHead: false)
-        return true
-      }
-      w = now
+      if refs > 1 { return false }
+      book.pointee.counters.hits &+= SlotLine.hits(w &- minus)
+      insertFree(s, atHead: false)
+      return true
     }
   }
 

@@ -508,11 +508,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     // tears them down). With no other slot in use the map replaces them itself: one machine
     // call instead of two.
     var unmapFirst = false
-    let othersInUse = book.pointee.counters.nsfbufsused > count
-    // A loop, not `contains(where:)`, which allocates in unoptimized builds.
-    for s in slots where outside && count > 1 && othersInUse && !line(s).pointee.released {
-      unmapFirst = true
-      break
+    if outside && count > 1 && book.pointee.counters.nsfbufsused > count {
+      // A loop, not `contains(where:)`, which allocates in unoptimized builds.
+      for s in slots where !line(s).pointee.released {
+        unmapFirst = true
+        break
+      }
     }
     if outside { machine.unlock() }
     if unmapFirst { machine.unmap(slots: slots) }

@@ -55,14 +55,21 @@
       (dir + (1 + n) * MemoryLayout<Int>.stride).assumingMemoryBound(to: Link.self)
     }
 
+    /// The counters of chunk `n` in directory `dir`, or nil for a chunk never made.
+    @inlinable static func counts(_ dir: UnsafeMutableRawPointer, _ n: Int)
+      -> UnsafeMutablePointer<Atomic<UInt32>>?
+    {
+      guard n < dir.load(as: Int.self), let c = link(dir, n).pointee.load(ordering: .acquiring)
+      else { return nil }
+      return c.assumingMemoryBound(to: Atomic<UInt32>.self)
+    }
+
     /// The wire count of page `index` (0 for a page never wired).
     @inlinable func count(_ index: Int) -> UInt32 {
-      guard index >= 0, let dir = cell.pointee.load(ordering: .acquiring) else { return 0 }
-      let chunk = index / WireTable.chunkPages
-      guard chunk < dir.load(as: Int.self) else { return 0 }
-      guard let c = WireTable.link(dir, chunk).pointee.load(ordering: .acquiring) else { return 0 }
-      return c.assumingMemoryBound(to: Atomic<UInt32>.self)[index % WireTable.chunkPages]
-        .load(ordering: .acquiring)
+      guard index >= 0, let dir = cell.pointee.load(ordering: .acquiring),
+        let counts = WireTable.counts(dir, index / WireTable.chunkPages)
+      else { return 0 }
+      return counts[index % WireTable.chunkPages].load(ordering: .acquiring)
     }
 
     /// Whether every page of `pages` has a wire count above 0: ``count(_:)`` of each, with
@@ -71,14 +78,10 @@
       guard pages.lowerBound >= 0, let dir = cell.pointee.load(ordering: .acquiring) else {
         return pages.isEmpty
       }
-      let chunks = dir.load(as: Int.self)
       var i = pages.lowerBound
       while i < pages.upperBound {
         let chunk = i / WireTable.chunkPages
-        guard chunk < chunks,
-          let c = WireTable.link(dir, chunk).pointee.load(ordering: .acquiring)
-        else { return false }
-        let counts = c.assumingMemoryBound(to: Atomic<UInt32>.self)
+        guard let counts = WireTable.counts(dir, chunk) else { return false }
         let end = min(pages.upperBound, (chunk + 1) * WireTable.chunkPages)
         if counts[WireTable.chunkPages].load(ordering: .acquiring) != UInt32(WireTable.chunkPages) {
           for j in i..<end where counts[j % WireTable.chunkPages].load(ordering: .acquiring) == 0 {
