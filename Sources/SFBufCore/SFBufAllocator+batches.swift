@@ -158,18 +158,39 @@ extension SFBufAllocator {
         continue
       }
       checkWired(run: made(0, fill), count: count)
-      for i in 0..<count where cached {
-        let s = lookup(made(i, fill))
-        if s >= 0 { forget(s) }
+      if cached {
+        for i in 0..<count {
+          let s = lookup(made(i, fill))
+          if s >= 0 { forget(s) }
+        }
       }
       book.pointee.counters.misses &+= count
-      for i in 0..<count {
-        removeFree(first + i)
-        claim(first + i, key: key(i)) { fill(i, &$0) }
-      }
+      claimRun(first, count: count, key: key, fill: fill)
       try mapClaimed(first, count: count, flags, page: { made($0, fill) })
       return (first, count)
     }
+  }
+
+  /// Claims the `count` free slots from `first` for the run's pages, as ``claim(_:for:)``
+  /// claims one each, with the counts (free, in flight, in use) updated once. `fill` stores
+  /// page `i` in a cell that still holds the page its slot cached (or `nil`), so that it may
+  /// be reused; the caller checked that the run's pages are wired. Locked.
+  @inlinable @inline(__always) func claimRun(
+    _ first: Int, count: Int, key: (Int) -> UInt,
+    fill: (_ i: Int, _ cell: inout Page?) -> Void
+  ) {
+    for i in 0..<count {
+      let s = first &+ i
+      unlinkFree(s)
+      if state(s).pointee.page != nil { unhash(s) }
+      fill(i, &state(s).pointee.page)
+      let k = key(i)
+      checkFilled(&state(s).pointee.page, key: k)
+      claimedUncounted(s, key: k)
+    }
+    book.pointee.freeCount -= count
+    book.pointee.mappingsInFlight += count
+    if mapsOutsideLock { countUsed(count) }
   }
 
   /// Whether the block of `count` free slots from `first`, and the free slots caching the
@@ -178,10 +199,14 @@ extension SFBufAllocator {
   @inlinable func isQuiet(
     run first: Int, count: Int, cached: Bool, _ fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) -> Bool {
-    for s in first..<(first + count) where !isQuiet(s) { return false }
-    for i in 0..<count where cached {
+    // What ``isQuiet(_:)`` checks first, once.
+    guard Machine.hazardRecords > 0, book.pointee.gate.state != .closed else { return true }
+    let scan = book.pointee.quietBelow
+    for s in first..<(first + count) where !covers(scan, s) { return false }
+    guard cached else { return true }
+    for i in 0..<count {
       let s = lookup(made(i, fill))
-      if s >= 0 && !isQuiet(s) { return false }
+      if s >= 0 && !covers(scan, s) { return false }
     }
     return true
   }

@@ -26,14 +26,15 @@ import Synchronization
 }
 
 extension SFBufAllocator {
-  /// Slot `s`'s words, at the start of its line.
+  /// Slot `s`'s words, at the start of its line. (`&*`: slots are checked where they come
+  /// in, and a multiply that cannot overflow needs no check on every access.)
   @inlinable func line(_ s: Int) -> UnsafeMutablePointer<Slot> {
-    (storage.lines + s * Self.lineStride).assumingMemoryBound(to: Slot.self)
+    (storage.lines + s &* Self.lineStride).assumingMemoryBound(to: Slot.self)
   }
 
   /// Slot `s`'s locked state, after its words in its line.
   @inlinable func state(_ s: Int) -> UnsafeMutablePointer<SlotState> {
-    (storage.lines + s * Self.lineStride + Self.stateOffset).assumingMemoryBound(
+    (storage.lines + (s &* Self.lineStride &+ Self.stateOffset)).assumingMemoryBound(
       to: SlotState.self)
   }
 
@@ -64,7 +65,8 @@ extension SFBufAllocator {
   /// block. Without the lock too (hits).
   @inlinable func bucket(_ key: UInt) -> Int {
     let golden = UInt(truncatingIfNeeded: 0x9E37_79B9_7F4A_7C15 as UInt64)
-    let block = Int(truncatingIfNeeded: ((key >> 6) &* golden) >> UInt(bucketShift))
+    // `&>>`: a shift of 64 (one bucket) wraps to 0, and the mask below makes it 0 anyway.
+    let block = Int(truncatingIfNeeded: ((key &>> 6) &* golden) &>> UInt(bitPattern: bucketShift))
     return (block &+ Int(truncatingIfNeeded: key & 63)) & bucketMask
   }
 
@@ -97,7 +99,7 @@ extension SFBufAllocator {
     head(b).pointee.setFirstSlot(s)
   }
 
-  @inlinable func unhash(_ s: Int) {
+  @inlinable @inline(__always) func unhash(_ s: Int) {
     // The key stored when the slot was hashed: no need to read the page (or its object).
     let b = bucket(line(s).pointee.key.load(ordering: .relaxed))
     let next = line(s).pointee.nextSlot
@@ -264,12 +266,22 @@ extension SFBufAllocator {
 
   /// Counts one more slot in use, `s`, and starts its new period of use.
   @inlinable func becameUsed(_ s: Int) {
+    startedUse(s)
+    countUsed(1)
+  }
+
+  /// Starts slot `s`'s new period of use (its generation), not yet counted in use.
+  @inlinable func startedUse(_ s: Int) {
     // Written only under the lock: a load and a store, not a locked read-modify-write.
     let l = line(s)
     l.pointee.generation.store(
       l.pointee.generation.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+  }
+
+  /// Counts `n` more slots in use, whose periods of use have started.
+  @inlinable func countUsed(_ n: Int) {
     if isIdle { machine.windowBecameBusy() }
-    book.pointee.counters.nsfbufsused += 1
+    book.pointee.counters.nsfbufsused += n
     if book.pointee.counters.nsfbufsused > book.pointee.counters.nsfbufspeak {
       book.pointee.counters.nsfbufspeak = book.pointee.counters.nsfbufsused
     }
@@ -302,13 +314,18 @@ extension SFBufAllocator {
   }
 
   @inlinable func removeFree(_ s: Int) {
+    unlinkFree(s)
+    book.pointee.freeCount -= 1
+  }
+
+  /// Takes `s` off the free list, leaving ``Book/freeCount`` to the caller.
+  @inlinable func unlinkFree(_ s: Int) {
     let prev = line(s).pointee.freePrev
     let next = line(s).pointee.freeNext
     if prev >= 0 { line(prev).pointee.freeNext = next } else { book.pointee.freeHead = next }
     if next >= 0 { line(next).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
     line(s).pointee.freePrev = -1
     line(s).pointee.freeNext = -1
-    book.pointee.freeCount -= 1
   }
 
   // MARK: Sleepers: FIFO, one woken per free slot

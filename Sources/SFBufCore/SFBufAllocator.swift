@@ -454,17 +454,6 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     claimed(s, key: page.hashKey)
   }
 
-  /// ``claim(_:for:)`` for the page `fill` stores in the slot's cell, which still holds the
-  /// page the slot cached (or `nil`), so that it may be reused (see
-  /// ``allocateRun(count:flags:key:fill:)``, which checked the run's pages are wired).
-  /// Locked.
-  @inlinable func claim(_ s: Int, key: UInt, fill: (inout Page?) -> Void) {
-    if state(s).pointee.page != nil { unhash(s) }
-    fill(&state(s).pointee.page)
-    checkFilled(&state(s).pointee.page, key: key)
-    claimed(s, key: key)
-  }
-
   /// Checks the page a run's `fill` stored in `cell`: there is one, and its hash key is the
   /// one the run looked up. Read in place, as ``checkWired(cell:)`` does.
   @inlinable func checkFilled(_ cell: inout Page?, key: UInt) {
@@ -484,10 +473,17 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
 
   /// The rest of a claim, once slot `s` holds its new page, whose hash key is `key`. Locked.
   @inlinable func claimed(_ s: Int, key: UInt) {
+    claimedUncounted(s, key: key)
+    book.pointee.mappingsInFlight += 1
+    if mapsOutsideLock { countUsed(1) }
+  }
+
+  /// ``claimed(_:key:)`` but for the counts (mappings in flight, slots in use), which the
+  /// caller updates. Locked.
+  @inlinable func claimedUncounted(_ s: Int, key: UInt) {
     hash(s, key: key)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
-    book.pointee.mappingsInFlight += 1
-    if mapsOutsideLock { becameUsed(s) }
+    if mapsOutsideLock { startedUse(s) }
   }
 
   /// Maps the `count` slots from `first`, claimed for `page(0)`, `page(1)`, ... with one
@@ -525,7 +521,10 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     if outside { machine.lock() }
     switch result {
     case .success(let oldWasLive):
-      for s in slots { publish(s, oldWasLive: oldWasLive, flags, run: count > 1) }
+      book.pointee.mappingsInFlight -= count
+      book.pointee.counters.remaps &+= count
+      if !mapsOutsideLock { countUsed(count) }
+      for s in slots { published(s, oldWasLive: oldWasLive, flags, run: count > 1) }
     case .failure(let error):
       for s in slots.reversed() { giveBack(s) }
       book.pointee.counters.sf_allocfail &+= 1
@@ -537,13 +536,14 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// Ends the claim of slot `s` (``claim(_:for:)``), now mapped: hits may take it (with the
   /// lock when `run`: the slot is ``SlotLine/lockedOnly``). Wakes the allocations waiting for
   /// it. Locked.
-  @inlinable func publish(_ s: Int, oldWasLive: Bool, _ flags: SFBufFlags, run: Bool = false) {
-    book.pointee.mappingsInFlight -= 1
+  ///
+  /// The caller counts the slot out of ``Book/mappingsInFlight``, as one more remap and,
+  /// when it mapped under the lock, as one more slot in use (``countUsed(_:)``).
+  @inlinable func published(_ s: Int, oldWasLive: Bool, _ flags: SFBufFlags, run: Bool) {
     wakeMappingWaiters(s)
     replacedTranslation(s, wasLive: oldWasLive)
-    book.pointee.counters.remaps &+= 1
     line(s).pointee.released = false
-    if !mapsOutsideLock { becameUsed(s) }
+    if !mapsOutsideLock { startedUse(s) }
     // Publishes the page to hits that find the slot without the lock.
     line(s).pointee.word.store(
       run ? SlotLine.oneRef | SlotLine.lockedOnly : SlotLine.oneRef, ordering: .releasing)

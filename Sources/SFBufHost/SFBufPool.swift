@@ -300,7 +300,8 @@
         guard
           let (first, count) = try window.allocateRun(
             count: pages.upperBound - lower, flags: flags,
-            key: { object.pageKey(lower + $0) }, fill: { VMPage.store(object, lower + $0, in: &$1) }
+            key: { object.pageKey(lower &+ $0) },
+            fill: { VMPage.store(object, lower &+ $0, in: &$1) }
           )
         else {
           next += 1
@@ -542,10 +543,11 @@
           run: { _, layout, first, n, lower in
             reserve(n)
             for i in 0..<n {
+              // Each slot's own address: a run of hits may span regions.
               (entries + count).initialize(
                 to: Entry(
-                  slot: first + i, object: o, pageIndex: lower + i,
-                  address: layout.address(ofSlot: first + i)))
+                  slot: first &+ i, object: o, pageIndex: lower &+ i,
+                  address: layout.address(ofSlot: first &+ i)))
               count += 1
             }
           })

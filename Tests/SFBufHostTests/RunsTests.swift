@@ -154,7 +154,8 @@ struct RunsTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
-  @Test("a window's regions each have a page table of their own, and a run stays in one")
+  @Test(
+    "a window's regions each have a page table of their own; a run maps into one, hits span them")
   func regions() throws {
     let pool = try SFBufPool(nsfbufs: 512, policy: .batched(batch: 128))
     let machine = pool.window!.machine
@@ -179,6 +180,17 @@ struct RunsTests {
     }
     #expect(spans.count == 3, "each run in its own page table's span")
     batch.free()
+    #expect(pool.window!.checkInvariants() == nil)
+    // Mapped again, the pages are one run of hits over adjacent slots of three regions
+    // (no mapping at all): each must still be read at its own slot's address, which is not
+    // the first slot's address plus its place in the run.
+    let again = try pool.allocateBatch(of: o, pages: 0..<384)
+    #expect(pool.mapCalls == 3, "hits only: \(pool.mapCalls) mmap calls")
+    for p in 0..<384 {
+      #expect(again.address(p) == machine.address(ofSlot: p))
+      #expect(again.address(p).load(as: UInt64.self) == tag(o, p), "page \(p)")
+    }
+    again.free()
     #expect(pool.window!.checkInvariants() == nil)
   }
 

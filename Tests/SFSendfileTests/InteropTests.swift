@@ -21,9 +21,9 @@ struct InteropTests {
   /// Sends with our sendfile to `socat -u TCP:… CREATE:out` and compares what socat wrote.
   func sendToSocat(
     _ f: TempFile, pool: SFBufPool, offset: Int = 0, count: Int = 0, headers: [UInt8] = [],
-    trailers: [UInt8] = []
+    trailers: [UInt8] = [], object given: VMObject? = nil
   ) throws {
-    let object = try f.object()
+    let object = try given ?? f.object()
     let out = makeTempPath("sfsendfile-out")
     defer { unlink(out) }
     let listener = try Listener()
@@ -70,6 +70,20 @@ struct InteropTests {
       trailers: [9])
   }
   static let unalignedFile = TempFile(size: 300_003)
+
+  @Test("a file sent again comes from the window's cache, in runs of hits across its regions")
+  func sentAgainFromCache() throws {
+    // 512 pages in a window of 512 slots, four regions of 128: the first send leaves every
+    // page cached in order, the second finds them as hits spanning regions.
+    let pool = try SFBufPool(nsfbufs: 512)
+    let object = try Self.cachedFile.object()
+    try sendToSocat(Self.cachedFile, pool: pool, object: object)
+    let before = pool.stats
+    try sendToSocat(Self.cachedFile, pool: pool, object: object)
+    let after = pool.stats
+    #expect(after.hits - before.hits >= 384, "hits: \(before.hits) -> \(after.hits)")
+  }
+  static let cachedFile = TempFile(size: 2 << 20, prefix: "sfsendfile-again")
 
   @Test("a window of 8 slots sends 64 MiB")
   func tinyWindowBigFile() throws {
