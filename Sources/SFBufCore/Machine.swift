@@ -181,10 +181,11 @@ public protocol SFBufMachine: AnyObject {
   /// (``isWired(_:)`` of each, at once). Only called when ``mapsRuns`` is true.
   func isWired(run first: Page, count: Int) -> Bool
 
-  /// A page run never crosses a multiple of this many slots: only within such a stretch are
-  /// a run's slots adjacent in the machine's address space (the host spreads its window's
-  /// stretches over separate page tables). Runs are at most this long. Unbounded by
-  /// default.
+  /// A page run that maps never crosses a multiple of this many slots: only within such a
+  /// stretch are a run's slots adjacent in the machine's address space (the host spreads its
+  /// window's stretches over separate page tables). Runs that map are at most this long; a
+  /// run of hits, over pages earlier runs left cached, may be longer and cross it.
+  /// Unbounded by default.
   var runBoundary: Int { get }
 
   // MARK: Slots in use (optional)

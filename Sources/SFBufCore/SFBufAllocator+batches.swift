@@ -76,9 +76,11 @@ extension SFBufAllocator {
   /// `i < n`), or `nil` when no run is possible and the caller should allocate `page(0)`
   /// alone: the machine maps one page per call, fewer than 2 pages come before a page in
   /// use, or no block of `n` slots aligned to `n` is free (and unpromised to woken
-  /// sleepers). A run is at most ``SFBufMachine/runBoundary`` long, and its block lies
-  /// between two of its multiples. The block tried first is the one holding the least
-  /// recently freed slot.
+  /// sleepers). A run that maps is at most ``SFBufMachine/runBoundary`` long, and its block
+  /// lies between two of its multiples; a run of hits is not bound so (earlier runs may have
+  /// left their pages in adjacent blocks), so take each slot's address from the slot, never
+  /// from the first one's. The block tried first is the one holding the least recently
+  /// freed slot.
   ///
   /// - Precondition: every page is wired; with `.cpuPrivate`, the caller is pinned. The
   ///   pages are checked (with the lock held) when the run maps them, all at once, or takes
