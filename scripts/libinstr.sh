@@ -2,8 +2,9 @@
 # The library's instructions per page of a run, counted by valgrind's callgrind over
 # `sfbuf bench pages --workload seq --peer batched --threads 1 --trials 3`: the instructions
 # executed inside `SFBufBatch.map` (the look-ups, claims, the `mmap` call's user-space side,
-# publishing, the batch's entries) and `SFBufBatch.freeEntries` (the run's free), callees
-# included, over the pages the window scanned (3 x 8192, plus the warm-up's 2000).
+# publishing, the batch's entries) and the run's free (the window's `free(slots:)`, and
+# `SFBufBatch.freeEntries` where it is not inlined), callees included, over the pages the
+# window scanned (3 x 8192, plus the warm-up's 2000).
 #
 #   scripts/libinstr.sh                           # .build/release/sfbuf
 #   scripts/libinstr.sh path/to/sfbuf             # another build
@@ -33,17 +34,28 @@ valgrind --tool=callgrind --callgrind-out-file="$work/out" \
   exit 1
 }
 pages=$((3 * 8192 + 2000))
-callgrind_annotate --inclusive=yes "$work/out" 2> /dev/null \
-  | awk -v pages="$pages" '
-    /SFBufHost0A5BatchV3map_5pages|SFBufHost0A5BatchV11freeEntries/ {
-      gsub(",", "", $1)
-      total += $1
-      name = $0 ~ /freeEntries/ ? "free (SFBufBatch.freeEntries)" : "map (SFBufBatch.map)"
-      printf "  %-32s %6.1f instructions per page\n", name, $1 / pages
-    }
-    END { printf "library, a run'"'"'s page: %.1f instructions (%d pages)\n", total / pages, pages }'
+# SFBufBatch.map with its callees; the window's free(slots:) with its callees (however the
+# batch's free reaches it: freeEntries may be inlined into removeAll and the bench); and
+# freeEntries' own instructions, where it is a function of its own.
+{
+  callgrind_annotate --threshold=100 --inclusive=yes "$work/out" 2> /dev/null \
+    | awk '/SFBufHost0A5BatchV3map_5pages|SFBufCore0A9AllocatorC4free5slots/ { print "incl", $0 }'
+  callgrind_annotate --threshold=100 --inclusive=no "$work/out" 2> /dev/null \
+    | awk '/SFBufHost0A5BatchV11freeEntries/ { print "self", $0 }'
+} | awk -v pages="$pages" '
+  {
+    n = $2
+    gsub(",", "", n)
+    total += n
+    if ($0 ~ /map_5pages/) map += n; else free += n
+  }
+  END {
+    printf "  map (SFBufBatch.map)           %6.1f instructions per page\n", map / pages
+    printf "  free (the batch'"'"'s free(slots:)) %6.1f instructions per page\n", free / pages
+    printf "library, a run'"'"'s page: %.1f instructions (%d pages)\n", total / pages, pages
+  }'
 if [[ ${LIBINSTR_SYMBOLS:-0} != 0 ]]; then
-  callgrind_annotate --inclusive=no "$work/out" 2> /dev/null \
+  callgrind_annotate --threshold=100 --inclusive=no "$work/out" 2> /dev/null \
     | awk -v pages="$pages" '
       /SFBufCore|SFBufHost/ && !/PageBench/ {
         gsub(",", "", $1)

@@ -140,7 +140,7 @@ case "$mutant" in
     remove_wakeup Sources/SFBufCore/SFBufAllocator+parts.swift 'func dropReferenceLocked[(]' \
       dropReferenceLocked ;;
   lost-batch-wakeup)
-    remove_wakeup Sources/SFBufCore/SFBufAllocator.swift 'func free[(]slots:' 'free(slots:)' ;;
+    remove_wakeup Sources/SFBufCore/SFBufAllocator.swift 'func free<.*>[(]slots:' 'free(slots:)' ;;
   lockless-run-hit)
     replace_line Sources/SFBufCore/SFBufAllocator+parts.swift \
       '    while SlotLine.references(w) > 0 && w & (SlotLine.mapping | SlotLine.lockedOnly) == 0 {' \

@@ -668,8 +668,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   run mapped or took, whose word changes only with the lock held.
   /// - Precondition: as ``free(_:)``, for each slot (a slot may appear as many times as the
   ///   caller holds references to it).
+  ///
+  /// `slots` may be any sequence of slots: a buffer of them, or a lazy view of the holder's
+  /// own records (the host's ``SFBufBatch`` passes its entries' slots, with no copy).
   @inlinable
-  public func free(slots: UnsafeBufferPointer<Int>) {
+  public func free<Slots: Sequence<Int>>(slots: Slots) {
     var locked = false
     var freed = 0
     for s in slots {

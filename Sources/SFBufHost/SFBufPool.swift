@@ -598,16 +598,29 @@
       count = 0
     }
 
+    /// The slots of `count` entries from `start`, read in place.
+    @usableFromInline struct Slots: Sequence, IteratorProtocol {
+      @usableFromInline var at: UnsafePointer<Entry>
+      @usableFromInline let end: UnsafePointer<Entry>
+      @inlinable init(_ start: UnsafeMutablePointer<Entry>, count: Int) {
+        at = UnsafePointer(start)
+        end = at + count
+      }
+      @inlinable mutating func next() -> Int? {
+        guard at < end else { return nil }
+        defer { at += 1 }
+        return at.pointee.slot
+      }
+    }
+
     /// Frees mappings `first..<count` (the count is the caller's to set).
     @usableFromInline func freeEntries(from first: Int = 0) {
       let n = count - first
       guard n > 0 else { return }
       switch pool.backing {
       case .window(let w, _):
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: n) { slots in
-          for i in 0..<n { slots[i] = entries[first + i].slot }
-          w._withUnsafeGuaranteedRef { $0.free(slots: UnsafeBufferPointer(slots)) }
-        }
+        let held = Slots(entries + first, count: n)
+        w._withUnsafeGuaranteedRef { $0.free(slots: held) }
       case .directMap:
         for i in first..<count { entries[i].object.release() }
       }
