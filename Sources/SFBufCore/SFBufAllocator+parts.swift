@@ -208,15 +208,22 @@ extension SFBufAllocator {
   /// moves its hits to the counters and wakes a sleeper. Returns whether the slot is free
   /// now. Locked.
   @inlinable @discardableResult func dropReferenceLocked(_ s: Int, hit: Bool) -> Bool {
-    guard dropReferenceLeavingCount(s, hit: hit) else { return false }
+    var hits = 0
+    guard dropReferenceLeavingCount(s, hit: hit, hits: &hits) else { return false }
+    book.pointee.counters.hits &+= hits
+    book.pointee.freeCount += 1
     book.pointee.counters.nsfbufsused -= 1
     wakeWaiters()
     return true
   }
 
-  /// ``dropReferenceLocked(_:hit:)`` but for the count of slots in use and the wake-up,
-  /// which the caller does (once for many slots, in ``free(slots:)``). Locked.
-  @inlinable @inline(__always) func dropReferenceLeavingCount(_ s: Int, hit: Bool) -> Bool {
+  /// ``dropReferenceLocked(_:hit:)`` but for the counts and the wake-up, which the caller
+  /// does (once for many slots, in ``free(slots:)``): a slot that goes free adds its hits to
+  /// `hits`, and is linked at the free list's tail but not counted in ``Book/freeCount``,
+  /// nor out of the slots in use. Locked.
+  @inlinable @inline(__always) func dropReferenceLeavingCount(
+    _ s: Int, hit: Bool, hits: inout Int
+  ) -> Bool {
     let l = line(s)
     let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
     var w = l.pointee.word.load(ordering: .relaxed)
@@ -237,8 +244,8 @@ extension SFBufAllocator {
         }
       }
       if refs > 1 { return false }
-      book.pointee.counters.hits &+= SlotLine.hits(w &- minus)
-      insertFree(s, atHead: false)
+      hits &+= SlotLine.hits(w &- minus)
+      linkFree(s, atHead: false)
       return true
     }
   }
@@ -290,6 +297,12 @@ extension SFBufAllocator {
   // MARK: Free list, least recently freed at the head
 
   @inlinable @inline(__always) func insertFree(_ s: Int, atHead: Bool) {
+    linkFree(s, atHead: atHead)
+    book.pointee.freeCount += 1
+  }
+
+  /// Puts `s` on the free list, leaving ``Book/freeCount`` to the caller.
+  @inlinable @inline(__always) func linkFree(_ s: Int, atHead: Bool) {
     if Machine.hazardRecords > 0 { line(s).pointee.freedAt = book.pointee.scans }
     if atHead {
       line(s).pointee.freePrev = -1
@@ -310,7 +323,6 @@ extension SFBufAllocator {
       }
       book.pointee.freeTail = s
     }
-    book.pointee.freeCount += 1
   }
 
   @inlinable func removeFree(_ s: Int) {

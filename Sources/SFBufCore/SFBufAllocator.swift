@@ -675,6 +675,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   public func free<Slots: Sequence<Int>>(slots: Slots) {
     var locked = false
     var freed = 0
+    var hits = 0
     for s in slots {
       checkSlot(s, "sf_buf_free")
       if !locked {
@@ -682,9 +683,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
         machine.lock()
         locked = true
       }
-      if dropReferenceLeavingCount(s, hit: false) { freed += 1 }
+      if dropReferenceLeavingCount(s, hit: false, hits: &hits) { freed &+= 1 }
     }
     if freed > 0 {
+      book.pointee.freeCount += freed
+      book.pointee.counters.hits &+= hits
       book.pointee.counters.nsfbufsused -= freed
       wakeWaiters()
     }
