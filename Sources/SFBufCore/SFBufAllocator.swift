@@ -663,14 +663,14 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// the lock, the slots freed leave the count in use and sleepers are woken, one per free
   /// slot not yet promised to one.
   ///
+  /// `slots` may be any sequence of slots: a buffer of them, or a view of the holder's own
+  /// records (the host's `SFBufBatch` passes its entries' slots, with no copy).
+  ///
   /// - Complexity: O(`slots.count`); one compare-and-swap per slot, under the lock when the
   ///   slot's last reference is among them; a plain store under the lock for a slot a page
   ///   run mapped or took, whose word changes only with the lock held.
   /// - Precondition: as ``free(_:)``, for each slot (a slot may appear as many times as the
   ///   caller holds references to it).
-  ///
-  /// `slots` may be any sequence of slots: a buffer of them, or a lazy view of the holder's
-  /// own records (the host's ``SFBufBatch`` passes its entries' slots, with no copy).
   @inlinable
   public func free<Slots: Sequence<Int>>(slots: Slots) {
     var locked = false
