@@ -181,9 +181,9 @@ extension SFBufAllocator {
     _ first: Int, count: Int, key: (Int) -> UInt,
     fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) {
+    unlinkFree(run: first, count: count)
     for i in 0..<count {
       let s = first &+ i
-      unlinkFree(s)
       if state(s).pointee.page != nil { unhash(s) }
       fill(i, &state(s).pointee.page)
       let k = key(i)

@@ -330,6 +330,32 @@ extension SFBufAllocator {
     book.pointee.freeCount -= 1
   }
 
+  /// Takes the `count` free slots from `first` off the free list, leaving
+  /// ``Book/freeCount`` to the caller: with one splice when each is followed on the list by
+  /// the next (as the free of a run that held them left them), else one by one. The links
+  /// inside the block are left as they were: a slot in use has no place on the list, and
+  /// one going free sets both of its links.
+  @inlinable @inline(__always) func unlinkFree(run first: Int, count: Int) {
+    let last = first &+ count &- 1
+    var l = line(first)
+    var s = first
+    // Line by line, a pointer step each, not `line(s)`, which reloads the lines' base.
+    while s < last && l.pointee.freeNext == s &+ 1 {
+      s &+= 1
+      l = (UnsafeMutableRawPointer(l) + Self.lineStride).assumingMemoryBound(to: Slot.self)
+    }
+    guard s == last else {
+      for s in first...last { unlinkFree(s) }
+      return
+    }
+    let prev = line(first).pointee.freePrev
+    let next = line(last).pointee.freeNext
+    if prev >= 0 { line(prev).pointee.freeNext = next } else { book.pointee.freeHead = next }
+    if next >= 0 { line(next).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
+    line(first).pointee.freePrev = -1
+    line(last).pointee.freeNext = -1
+  }
+
   /// Takes `s` off the free list, leaving ``Book/freeCount`` to the caller.
   @inlinable func unlinkFree(_ s: Int) {
     let prev = line(s).pointee.freePrev

@@ -42,6 +42,38 @@ struct RunsTests {
     #expect(pool.window!.checkInvariants() == nil)
   }
 
+  @Test(
+    "a run's block leaves the free list in one splice when its slots lie on it in order, else slot by slot"
+  )
+  func blockOffTheFreeList() throws {
+    let pool = try SFBufPool(nsfbufs: 16, policy: .batched(batch: 4))
+    let window = pool.window!
+    let o = try taggedAnonymous(pages: 64)
+    for (round, inOrder) in [true, false, true, false].enumerated() {
+      let pages = (round * 16)..<(round * 16 + 16)
+      guard
+        let (first, count) = try window.allocateRun(
+          count: 16, page: { o.page(pages.lowerBound + $0) })
+      else {
+        Issue.record("round \(round): no run")
+        continue
+      }
+      #expect(count == 16 && window.freeList().isEmpty)
+      for i in 0..<count {
+        #expect(
+          window.machine.address(ofSlot: first + i).load(as: UInt64.self)
+            == tag(o, pages.lowerBound + i))
+      }
+      #expect(window.checkInvariants() == nil, "round \(round)")
+      // Freed in order, the next run finds the block in order on the list (one splice);
+      // freed backwards, out of order (slot by slot).
+      let slots = inOrder ? Array(first..<(first + count)) : (first..<(first + count)).reversed()
+      slots.withUnsafeBufferPointer { window.free(slots: $0) }
+      #expect(window.freeList() == slots, "round \(round)")
+      #expect(window.checkInvariants() == nil, "round \(round)")
+    }
+  }
+
   @Test("a run stops at a page in use, which is a hit, and goes on after it")
   func cachedPageFallsBack() throws {
     let pool = try SFBufPool(nsfbufs: 32)
