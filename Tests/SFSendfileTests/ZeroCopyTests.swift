@@ -74,6 +74,10 @@ struct ZeroCopyTests {
     let reader = Reader(r)
     waitUntil("the zero-copy notifications of the send") { s.zeroCopyStats.pending == 0 }
     waitUntil("the completion thread to free the mappings") { pool.stats.nsfbufsused == 0 }
+    // A buffer frees its mappings, then unwires its pages: wait for both.
+    waitUntil("the completion thread to unwire the pages") {
+      (0..<2048).allSatisfy { object.page($0).wireCount == 0 }
+    }
     s.close()
     expectSame(reader.join(), Array(Self.file.bytes.prefix(sent)))
     expectClean(pool, object)
