@@ -201,9 +201,8 @@ extension SFBufAllocator {
   @inlinable func isQuiet(
     run first: Int, count: Int, cached: Bool, _ fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) -> Bool {
-    // What ``isQuiet(_:)`` checks first, once.
-    guard Machine.hazardRecords > 0, book.pointee.gate.state != .closed else { return true }
-    let scan = book.pointee.quietBelow
+    // ``isQuiet(_:)`` of each, with the scan read once.
+    guard let scan = quietScan else { return true }
     for s in first..<(first + count) where !covers(scan, s) { return false }
     guard cached else { return true }
     for i in 0..<count {

@@ -188,8 +188,15 @@ extension SFBufAllocator {
   /// Whether free slot `s` may be remapped, or dropped from the hash: a scan that began
   /// after it went free has ended. Always, on a machine without hazard words. Locked.
   @inlinable func isQuiet(_ s: Int) -> Bool {
-    guard Machine.hazardRecords > 0, book.pointee.gate.state != .closed else { return true }
-    return covers(book.pointee.quietBelow, s)
+    guard let scan = quietScan else { return true }
+    return covers(scan, s)
+  }
+
+  /// The scan that a free slot's free must precede for the slot to be quiet, or `nil` when
+  /// every free slot is (no hazard words, or the gate is closed). Locked.
+  @inlinable var quietScan: UInt32? {
+    guard Machine.hazardRecords > 0, book.pointee.gate.state != .closed else { return nil }
+    return book.pointee.quietBelow
   }
 
   /// Whether the scan numbered `scan` began after free slot `s` went free.

@@ -348,22 +348,21 @@ extension SFBufAllocator {
       for s in first...last { unlinkFree(s) }
       return
     }
+    unlinkFree(from: first, to: last)
+  }
+
+  /// Takes `s` off the free list, leaving ``Book/freeCount`` to the caller.
+  @inlinable func unlinkFree(_ s: Int) { unlinkFree(from: s, to: s) }
+
+  /// Takes the stretch of the free list from `first` to `last` (which follows it) off the
+  /// list: its neighbours are linked to each other, its ends unlinked.
+  @inlinable @inline(__always) func unlinkFree(from first: Int, to last: Int) {
     let prev = line(first).pointee.freePrev
     let next = line(last).pointee.freeNext
     if prev >= 0 { line(prev).pointee.freeNext = next } else { book.pointee.freeHead = next }
     if next >= 0 { line(next).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
     line(first).pointee.freePrev = -1
     line(last).pointee.freeNext = -1
-  }
-
-  /// Takes `s` off the free list, leaving ``Book/freeCount`` to the caller.
-  @inlinable func unlinkFree(_ s: Int) {
-    let prev = line(s).pointee.freePrev
-    let next = line(s).pointee.freeNext
-    if prev >= 0 { line(prev).pointee.freeNext = next } else { book.pointee.freeHead = next }
-    if next >= 0 { line(next).pointee.freePrev = prev } else { book.pointee.freeTail = prev }
-    line(s).pointee.freePrev = -1
-    line(s).pointee.freeNext = -1
   }
 
   // MARK: Sleepers: FIFO, one woken per free slot
