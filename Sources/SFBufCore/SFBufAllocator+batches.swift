@@ -137,16 +137,22 @@ extension SFBufAllocator {
       let blocks = nsfbufs / count
       let head = book.pointee.freeHead / count
       var first = -1
+      var inOrder = false
       for j in 0..<blocks {
         let b = (head + j) % blocks * count
-        if b % boundary + count > boundary { continue }
+        if b % boundary + count > boundary || isInUse(b) { continue }
+        // Free up to `stretch` by the free list's order (the common case: the whole block,
+        // as the run before freed it), then slot by slot.
+        let last = b + count - 1
+        let stretch = freeStretch(from: b, to: last)
         var free = true
-        for s in b..<(b + count) where isInUse(s) {
+        for s in (stretch + 1)..<(last + 1) where isInUse(s) {
           free = false
           break
         }
         if free {
           first = b
+          inOrder = stretch == last
           break
         }
       }
@@ -167,7 +173,7 @@ extension SFBufAllocator {
         }
       }
       book.pointee.counters.misses &+= count
-      claimRun(first, count: count, key: key, fill: fill)
+      claimRun(first, count: count, inOrder: inOrder, key: key, fill: fill)
       try mapClaimed(first, count: count, flags, page: { made($0, fill) })
       return (first, count)
     }
@@ -176,12 +182,13 @@ extension SFBufAllocator {
   /// Claims the `count` free slots from `first` for the run's pages, as ``claim(_:for:)``
   /// claims one each, with the counts (free, in flight, in use) updated once. `fill` stores
   /// page `i` in a cell that still holds the page its slot cached (or `nil`), so that it may
-  /// be reused; the caller checked that the run's pages are wired. Locked.
+  /// be reused; the caller checked that the run's pages are wired, and whether the slots
+  /// follow each other on the free list (`inOrder`: ``freeStretch(from:to:)``). Locked.
   @inlinable @inline(__always) func claimRun(
-    _ first: Int, count: Int, key: (Int) -> UInt,
+    _ first: Int, count: Int, inOrder: Bool, key: (Int) -> UInt,
     fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) {
-    unlinkFree(run: first, count: count)
+    unlinkFree(run: first, count: count, inOrder: inOrder)
     for i in 0..<count {
       let s = first &+ i
       if state(s).pointee.page != nil { unhash(s) }

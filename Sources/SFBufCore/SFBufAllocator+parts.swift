@@ -330,21 +330,32 @@ extension SFBufAllocator {
     book.pointee.freeCount -= 1
   }
 
-  /// Takes the `count` free slots from `first` off the free list, leaving
-  /// ``Book/freeCount`` to the caller: with one splice when each is followed on the list by
-  /// the next (as the free of a run that held them left them), else one by one. The links
-  /// inside the block are left as they were: a slot in use has no place on the list, and
-  /// one going free sets both of its links.
-  @inlinable @inline(__always) func unlinkFree(run first: Int, count: Int) {
-    let last = first &+ count &- 1
+  /// The last slot of the stretch from free slot `first`, up to `last`, in which each slot
+  /// is followed on the free list by the next: all of them are free (each is on the list,
+  /// where its links are valid), and when the stretch reaches `last` they leave the list in
+  /// one splice (``unlinkFree(run:count:inOrder:)``), as the free of a run that held them
+  /// left them. Locked.
+  @inlinable @inline(__always) func freeStretch(from first: Int, to last: Int) -> Int {
+    // Line by line, a pointer step each (not `line(s)`, which reloads the lines' base), on
+    // the links' own 32 bits.
     var l = line(first)
-    var s = first
-    // Line by line, a pointer step each, not `line(s)`, which reloads the lines' base.
-    while s < last && l.pointee.freeNext == s &+ 1 {
-      s &+= 1
+    var next = Int32(truncatingIfNeeded: first &+ 1)
+    let end = Int32(truncatingIfNeeded: last)
+    while next <= end && l.pointee.nextFree.load(ordering: .relaxed) == next {
+      next &+= 1
       l = (UnsafeMutableRawPointer(l) + Self.lineStride).assumingMemoryBound(to: Slot.self)
     }
-    guard s == last else {
+    return Int(next) &- 1
+  }
+
+  /// Takes the `count` free slots from `first` off the free list, leaving
+  /// ``Book/freeCount`` to the caller: with one splice when each is followed on the list by
+  /// the next (`inOrder`, found by ``freeStretch(from:to:)``), else one by one. The links
+  /// inside the block are left as they were: a slot in use has no place on the list, and
+  /// one going free sets both of its links.
+  @inlinable @inline(__always) func unlinkFree(run first: Int, count: Int, inOrder: Bool) {
+    let last = first &+ count &- 1
+    guard inOrder else {
       for s in first...last { unlinkFree(s) }
       return
     }

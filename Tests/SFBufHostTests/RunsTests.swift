@@ -74,6 +74,41 @@ struct RunsTests {
     }
   }
 
+  @Test(
+    "a block a run holds is never taken again, though its slots' old free-list links still follow each other"
+  )
+  func heldBlockNotTakenAgain() throws {
+    let pool = try SFBufPool(nsfbufs: 32, policy: .batched(batch: 4))
+    let window = pool.window!
+    let o = try taggedAnonymous(pages: 64)
+    // Slots 0-15, off the free list in one splice: their links inside the block still read
+    // 0 -> 1 -> ... -> 15, and none of them is free.
+    guard let (held, n) = try window.allocateRun(count: 16, page: { o.page($0) }), n == 16
+    else {
+      Issue.record("no run of 16")
+      return
+    }
+    #expect(held == 0)
+    // Slots 16 and 24 in use, the others of their blocks free: no block of 8 is free.
+    var lone: [sf_buf] = []
+    for i in 16...24 { lone.append(try pool.allocate(o.page(i)).release()) }
+    #expect(lone.map { sf_buf_page($0).index } == Array(16...24))
+    for sf in lone[1..<8] { pool.sf_buf_free(sf) }
+    #expect(window.checkInvariants() == nil)
+    // The block search reaches block 0 (after 24's and before 8's and 16's) and must see
+    // its slots in use, whatever their links say.
+    #expect(try window.allocateRun(count: 8, page: { o.page(32 + $0) }) == nil)
+    #expect(window.checkInvariants() == nil)
+    for s in held..<(held + 16) {
+      #expect(window.machine.address(ofSlot: s).load(as: UInt64.self) == tag(o, s - held))
+      #expect(window.references(ofSlot: s) == 1)
+    }
+    window.free(slots: held..<(held + 16))
+    pool.sf_buf_free(lone[0])
+    pool.sf_buf_free(lone[8])
+    #expect(pool.stats.nsfbufsused == 0 && window.checkInvariants() == nil)
+  }
+
   @Test("a run stops at a page in use, which is a hit, and goes on after it")
   func cachedPageFallsBack() throws {
     let pool = try SFBufPool(nsfbufs: 32)
