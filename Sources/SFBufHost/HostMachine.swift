@@ -87,7 +87,7 @@
       /// The size of a slot.
       @usableFromInline let pageSize: Int
 
-      /// The address of slot `slot`. (Inlined: a run's batch computes one per page.)
+      /// The address of slot `slot`. (Inlined: a run's batch computes one per region it spans.)
       @inlinable @inline(__always) func address(ofSlot slot: Int) -> UnsafeMutableRawPointer {
         let region = (slot &>> HostMachine.regionShift) &<< strideShift
         let inRegion = (slot & (HostMachine.regionSlots &- 1)) &* pageSize

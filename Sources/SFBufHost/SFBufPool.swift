@@ -542,13 +542,20 @@
           of: object, pages: pages, flags: flags, lone: { append($0) },
           run: { _, layout, first, n, lower in
             reserve(n)
-            for i in 0..<n {
-              // Each slot's own address: a run of hits may span regions.
-              (entries + count).initialize(
-                to: Entry(
-                  slot: first &+ i, object: o, pageIndex: lower &+ i,
-                  address: layout.address(ofSlot: first &+ i)))
-              count += 1
+            // Region by region: a run that maps lies in one, but a run of hits may span
+            // several, whose slots are adjacent in number, not in address.
+            var i = 0
+            while i < n {
+              let s = first &+ i
+              let end = min(n, i &+ (HostMachine.regionSlots &- s & (HostMachine.regionSlots &- 1)))
+              var address = layout.address(ofSlot: s)
+              while i < end {
+                (entries + count).initialize(
+                  to: Entry(slot: first &+ i, object: o, pageIndex: lower &+ i, address: address))
+                count &+= 1  // at most the batch's capacity (reserved above)
+                i &+= 1
+                address += layout.pageSize
+              }
             }
           })
       } catch let error as SFBufError {
