@@ -232,16 +232,21 @@ extension SFBufAllocator {
       if refs == 0 { doubleFree(s) }
       let desired: UInt64 = refs == 1 ? 0 : w &- minus
       if w & SlotLine.lockedOnly != 0 {
-        // Nobody changes this word without the lock: a store, not a compare-and-swap.
+        // Nobody changes this word without the lock: a store, not a compare-and-swap. Nor
+        // does it count hits: it became locked-only with none (free, or just mapped), and
+        // its hits since took the lock.
+        assert(SlotLine.hits(w) == 0, "a locked-only slot's word counts hits")
         l.pointee.word.store(desired, ordering: .releasing)
-      } else {
-        let (done, now) = l.pointee.word.weakCompareExchange(
-          expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
-          failureOrdering: .relaxed)
-        if !done {
-          w = now
-          continue
-        }
+        if refs > 1 { return false }
+        linkFree(s, atHead: false)
+        return true
+      }
+      let (done, now) = l.pointee.word.weakCompareExchange(
+        expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
+        failureOrdering: .relaxed)
+      if !done {
+        w = now
+        continue
       }
       if refs > 1 { return false }
       hits &+= SlotLine.hits(w &- minus)

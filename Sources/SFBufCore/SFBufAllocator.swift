@@ -676,13 +676,18 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     var locked = false
     var freed = 0
     var hits = 0
-    for s in slots {
+    var rest = slots.makeIterator()
+    // Without the lock until a slot's last reference: then with it, for all that follow.
+    while let s = rest.next() {
       checkSlot(s, "sf_buf_free")
-      if !locked {
-        if dropReferenceIfNotLast(s, hit: false) { continue }
-        machine.lock()
-        locked = true
-      }
+      if dropReferenceIfNotLast(s, hit: false) { continue }
+      machine.lock()
+      locked = true
+      if dropReferenceLeavingCount(s, hit: false, hits: &hits) { freed &+= 1 }
+      break
+    }
+    while locked, let s = rest.next() {
+      checkSlot(s, "sf_buf_free")
       if dropReferenceLeavingCount(s, hit: false, hits: &hits) { freed &+= 1 }
     }
     if freed > 0 {
