@@ -64,7 +64,9 @@ extension SFBufAllocator {
   /// costs no system call. Otherwise the run stops before the first page cached in a slot
   /// in use (or being mapped): that page is the caller's next hit. A page cached in a
   /// *free* slot out of order is dropped from that slot's cache and mapped again in the
-  /// run, which costs nothing more and keeps every page in at most one slot.
+  /// run, which costs nothing more and keeps every page in at most one slot; if that slot
+  /// is loud (freed since the last hazard scan: a reader may still be on it), the run may
+  /// end before the page instead, and the next run scans, then maps it.
   ///
   /// While in use, the run's slots are *locked-only*: every reference to them is taken and
   /// dropped with the lock held (a hit on one of their pages, a ``ref(_:)``, a free), so
@@ -86,7 +88,9 @@ extension SFBufAllocator {
   ///   pages are checked (with the lock held) when the run maps them, all at once, or takes
   ///   them from free slots; pages past the run's end are checked by the calls that map them.
   /// - Throws: ``SFBufError/mappingRefused(errno:)``: the slots went back to the pool.
-  /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block.
+  /// - Complexity: O(`count`) hash lookups, and a scan of the window for a free block. The
+  ///   common run (its first two pages not cached, a block as long as it may be free and
+  ///   quiet) looks each page up and claims its slot in one pass.
   @inlinable
   public func allocateRun(
     count limit: Int, flags: SFBufFlags = [], page: (Int) -> Page
@@ -120,8 +124,11 @@ extension SFBufAllocator {
       if let hits = runHit(limit: limit, flags, key: key, page: { made($0, fill) }) {
         return hits
       }
-      let boundary = machine.runBoundary
-      var count = min(limit, nsfbufs, boundary)
+      if let (first, count) = claimFreshRun(limit: limit, key: key, fill: fill) {
+        try mapClaimed(first, count: count, flags, page: { made($0, fill) })
+        return (first, count)
+      }
+      var count = min(limit, nsfbufs, machine.runBoundary)
       var cached = false
       for i in 0..<count {
         let s = lookup(key: key(i)) { made(i, fill) }
@@ -134,29 +141,7 @@ extension SFBufAllocator {
       guard count >= 2, book.pointee.freeCount - book.pointee.reserved >= count else {
         return nil
       }
-      let blocks = nsfbufs / count
-      let head = book.pointee.freeHead / count
-      var first = -1
-      var inOrder = false
-      for j in 0..<blocks {
-        let b = (head + j) % blocks * count
-        if b % boundary + count > boundary || isInUse(b) { continue }
-        // Free up to `stretch` by the free list's order (the common case: the whole block,
-        // as the run before freed it), then slot by slot.
-        let last = b + count - 1
-        let stretch = freeStretch(from: b, to: last)
-        var free = true
-        for s in (stretch + 1)..<(last + 1) where isInUse(s) {
-          free = false
-          break
-        }
-        if free {
-          first = b
-          inOrder = stretch == last
-          break
-        }
-      }
-      guard first >= 0 else { return nil }
+      guard let (first, inOrder) = freeBlock(count: count) else { return nil }
       if Machine.hazardRecords > 0 && !isQuiet(run: first, count: count, cached: cached, fill) {
         // A scan drops the lock (and may take slots for readers): plan the run again. Once:
         // a block still loud after a scan is left to the caller's single allocations.
@@ -177,6 +162,75 @@ extension SFBufAllocator {
       try mapClaimed(first, count: count, flags, page: { made($0, fill) })
       return (first, count)
     }
+  }
+
+  /// A free block of `count` slots aligned to `count`, within a stretch of
+  /// ``SFBufMachine/runBoundary`` slots, trying first the one that holds the least recently
+  /// freed slot; with whether its slots follow each other on the free list
+  /// (``freeStretch(from:to:)``). `nil` when there is none. Locked.
+  @inlinable func freeBlock(count: Int) -> (first: Int, inOrder: Bool)? {
+    let boundary = machine.runBoundary
+    let blocks = nsfbufs / count
+    let head = book.pointee.freeHead / count
+    for j in 0..<blocks {
+      let b = (head + j) % blocks * count
+      if b % boundary + count > boundary || isInUse(b) { continue }
+      // Free up to `stretch` by the free list's order (the common case: the whole block,
+      // as the run before freed it), then slot by slot.
+      let last = b + count - 1
+      let stretch = freeStretch(from: b, to: last)
+      var free = true
+      for s in (stretch + 1)..<(last + 1) where isInUse(s) {
+        free = false
+        break
+      }
+      if free { return (b, stretch == last) }
+    }
+    return nil
+  }
+
+  /// The common run, planned and claimed in one pass: none of its first two pages is
+  /// cached, and a block as long as the run may be is free and quiet. Each page is looked
+  /// up and its slot claimed in one step (the key's bucket found once for both): a page
+  /// cached in a free quiet slot is dropped from it, as the general path does, and the
+  /// run ends before a page cached in a slot in use (or in a loud one). `nil`, having
+  /// claimed nothing, when the general path must plan the run. Locked.
+  @inlinable @inline(__always) func claimFreshRun(
+    limit: Int, key: (Int) -> UInt, fill: (_ i: Int, _ cell: inout Page?) -> Void
+  ) -> (first: Int, count: Int)? {
+    let longest = min(limit, nsfbufs, machine.runBoundary)
+    guard longest >= 2, book.pointee.freeCount - book.pointee.reserved >= longest,
+      lookup(key: key(0), { made(0, fill) }) < 0, lookup(key: key(1), { made(1, fill) }) < 0,
+      let (first, inOrder) = freeBlock(count: longest),
+      Machine.hazardRecords == 0 || isQuiet(run: first, count: longest, cached: false, fill)
+    else { return nil }
+    var count = longest
+    for i in 0..<longest {
+      let k = key(i)
+      let b = bucket(k)
+      if i >= 2 {
+        let c = lookup(key: k, bucket: b) { made(i, fill) }
+        if c >= 0 {
+          if isInUse(c) || !isQuiet(c) {
+            count = i
+            break
+          }
+          forget(c)
+        }
+      }
+      let s = first &+ i
+      if state(s).pointee.page != nil { unhash(s) }
+      fill(i, &state(s).pointee.page)
+      checkFilled(&state(s).pointee.page, key: k)
+      claimedUncounted(s, key: k, bucket: b)
+    }
+    checkWired(run: made(0, fill), count: count)
+    unlinkFree(run: first, count: count, inOrder: inOrder)
+    book.pointee.counters.misses &+= count
+    book.pointee.freeCount -= count
+    book.pointee.mappingsInFlight += count
+    if mapsOutsideLock { countUsed(count) }
+    return (first, count)
   }
 
   /// Claims the `count` free slots from `first` for the run's pages, as ``claim(_:for:)``

@@ -82,7 +82,12 @@ extension SFBufAllocator {
 
   /// ``lookup(_:)`` by key: `page` is made only to confirm a slot whose key matches.
   @inlinable func lookup(key: UInt, _ page: () -> Page) -> Int {
-    var s = head(bucket(key)).pointee.firstSlot
+    lookup(key: key, bucket: bucket(key), page)
+  }
+
+  /// ``lookup(key:_:)`` in the key's bucket `b`, found already.
+  @inlinable @inline(__always) func lookup(key: UInt, bucket b: Int, _ page: () -> Page) -> Int {
+    var s = head(b).pointee.firstSlot
     while s >= 0 {
       if line(s).pointee.key.load(ordering: .relaxed) == key && state(s).pointee.page == page() {
         return s
@@ -92,8 +97,10 @@ extension SFBufAllocator {
     return -1
   }
 
-  @inlinable func hash(_ s: Int, key: UInt) {
-    let b = bucket(key)
+  @inlinable func hash(_ s: Int, key: UInt) { hash(s, key: key, bucket: bucket(key)) }
+
+  /// ``hash(_:key:)`` into the key's bucket `b`, found already.
+  @inlinable @inline(__always) func hash(_ s: Int, key: UInt, bucket b: Int) {
     line(s).pointee.key.store(key, ordering: .relaxed)
     line(s).pointee.setNextSlot(head(b).pointee.firstSlot, releasing: false)
     head(b).pointee.setFirstSlot(s)

@@ -481,7 +481,12 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   /// ``claimed(_:key:)`` but for the counts (mappings in flight, slots in use), which the
   /// caller updates. Locked.
   @inlinable func claimedUncounted(_ s: Int, key: UInt) {
-    hash(s, key: key)
+    claimedUncounted(s, key: key, bucket: bucket(key))
+  }
+
+  /// ``claimedUncounted(_:key:)``, given the key's bucket `b`.
+  @inlinable @inline(__always) func claimedUncounted(_ s: Int, key: UInt, bucket b: Int) {
+    hash(s, key: key, bucket: b)
     line(s).pointee.word.store(SlotLine.oneRef | SlotLine.mapping, ordering: .relaxed)
     if mapsOutsideLock { startedUse(s) }
   }

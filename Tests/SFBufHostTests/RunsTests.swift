@@ -222,6 +222,40 @@ struct RunsTests {
   }
 
   @Test(
+    "a run drops its pages from quiet free slots outside its block and maps them in it; a loud one ends it",
+    arguments: [SFBufReclaimPolicy.faithful, .batched(batch: 8)], [true, false])
+  func cachedFreePagesElsewhere(policy: SFBufReclaimPolicy, quiet: Bool) throws {
+    let pool = try SFBufPool(nsfbufs: 32, policy: policy)
+    let window = pool.window!
+    let o = try taggedAnonymous(pages: 64)
+    // Pages 3 and 5 cached in free slots 0 and 1; slots 2-7 freed after them, so that the
+    // run's block is the next one, and the run finds pages 3 and 5 outside it.
+    for i in [3, 5] + Array(40..<46) { try pool.allocate(o.page(i)).free() }
+    #expect(window.cachedSlot(of: o.page(3)) == 0 && window.cachedSlot(of: o.page(5)) == 1)
+    // Freed since the last hazard scan, a slot is loud: a reader may still be on it. A scan
+    // makes the free slots quiet.
+    if quiet { window.scanHazards() }
+    let calls = pool.mapCalls
+    let batch = try pool.allocateBatch(of: o, pages: 0..<8)
+    for i in 0..<8 { #expect(batch.address(i).load(as: UInt64.self) == tag(o, i)) }
+    let slots = (0..<8).map { window.cachedSlot(of: o.page($0)) }
+    if quiet {
+      // One run: pages 3 and 5 leave slots 0 and 1 and are mapped in the run's block.
+      #expect(pool.mapCalls == calls + 1)
+      #expect(slots == Array(8..<16))
+    } else {
+      // The run ends before page 3; the next one scans, then drops and maps 3 and 5.
+      #expect(pool.mapCalls == calls + 2)
+      #expect(Array(slots[0..<3]) == Array(8..<11))
+      #expect(!slots.contains(0) && !slots.contains(1))
+    }
+    #expect(Set(slots.compactMap { $0 }).count == 8 && pool.stats.nsfbufsused == 8)
+    #expect(window.checkInvariants() == nil)
+    batch.free()
+    #expect(pool.stats.nsfbufsused == 0 && window.checkInvariants() == nil)
+  }
+
+  @Test(
     "a window's regions each have a page table of their own; a run maps into one, hits span them")
   func regions() throws {
     let pool = try SFBufPool(nsfbufs: 512, policy: .batched(batch: 128))
