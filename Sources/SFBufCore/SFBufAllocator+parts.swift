@@ -216,7 +216,11 @@ extension SFBufAllocator {
   /// now. Locked.
   @inlinable @discardableResult func dropReferenceLocked(_ s: Int, hit: Bool) -> Bool {
     var hits = 0
-    guard dropReferenceLeavingCount(s, hit: hit, hits: &hits) else { return false }
+    var tail = book.pointee.freeTail
+    let last = dropReferenceLeavingCount(
+      s, hit: hit, hits: &hits, tail: &tail, scan: book.pointee.scans)
+    book.pointee.freeTail = tail
+    guard last else { return false }
     book.pointee.counters.hits &+= hits
     book.pointee.freeCount += 1
     book.pointee.counters.nsfbufsused -= 1
@@ -229,7 +233,7 @@ extension SFBufAllocator {
   /// `hits`, and is linked at the free list's tail but not counted in ``Book/freeCount``,
   /// nor out of the slots in use. Locked.
   @inlinable @inline(__always) func dropReferenceLeavingCount(
-    _ s: Int, hit: Bool, hits: inout Int
+    _ s: Int, hit: Bool, hits: inout Int, tail: inout Int, scan: UInt32
   ) -> Bool {
     let l = line(s)
     let minus = hit ? SlotLine.oneRef | SlotLine.oneHit : SlotLine.oneRef
@@ -245,7 +249,7 @@ extension SFBufAllocator {
         assert(SlotLine.hits(w) == 0, "a locked-only slot's word counts hits")
         l.pointee.word.store(desired, ordering: .releasing)
         if refs > 1 { return false }
-        linkFree(s, atHead: false)
+        linkFree(s, tail: &tail, scan: scan)
         return true
       }
       let (done, now) = l.pointee.word.weakCompareExchange(
@@ -257,7 +261,7 @@ extension SFBufAllocator {
       }
       if refs > 1 { return false }
       hits &+= SlotLine.hits(w &- minus)
-      linkFree(s, atHead: false)
+      linkFree(s, tail: &tail, scan: scan)
       return true
     }
   }
@@ -315,26 +319,32 @@ extension SFBufAllocator {
 
   /// Puts `s` on the free list, leaving ``Book/freeCount`` to the caller.
   @inlinable @inline(__always) func linkFree(_ s: Int, atHead: Bool) {
+    guard atHead else {
+      var tail = book.pointee.freeTail
+      linkFree(s, tail: &tail, scan: book.pointee.scans)
+      book.pointee.freeTail = tail
+      return
+    }
     if Machine.hazardRecords > 0 { line(s).pointee.freedAt = book.pointee.scans }
-    if atHead {
-      line(s).pointee.freePrev = -1
-      line(s).pointee.freeNext = book.pointee.freeHead
-      if book.pointee.freeHead >= 0 {
-        line(book.pointee.freeHead).pointee.freePrev = s
-      } else {
-        book.pointee.freeTail = s
-      }
-      book.pointee.freeHead = s
+    line(s).pointee.freePrev = -1
+    line(s).pointee.freeNext = book.pointee.freeHead
+    if book.pointee.freeHead >= 0 {
+      line(book.pointee.freeHead).pointee.freePrev = s
     } else {
-      line(s).pointee.freeNext = -1
-      line(s).pointee.freePrev = book.pointee.freeTail
-      if book.pointee.freeTail >= 0 {
-        line(book.pointee.freeTail).pointee.freeNext = s
-      } else {
-        book.pointee.freeHead = s
-      }
       book.pointee.freeTail = s
     }
+    book.pointee.freeHead = s
+  }
+
+  /// Puts `s` at the tail of the free list, whose tail slot is `tail` (the caller's copy of
+  /// ``Book/freeTail``, stored back after linking one slot or many), stamped as freed
+  /// before hazard scan number `scan` (``Book/scans``). Locked.
+  @inlinable @inline(__always) func linkFree(_ s: Int, tail: inout Int, scan: UInt32) {
+    if Machine.hazardRecords > 0 { line(s).pointee.freedAt = scan }
+    line(s).pointee.freeNext = -1
+    line(s).pointee.freePrev = tail
+    if tail >= 0 { line(tail).pointee.freeNext = s } else { book.pointee.freeHead = s }
+    tail = s
   }
 
   @inlinable func removeFree(_ s: Int) {

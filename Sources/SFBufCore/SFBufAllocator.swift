@@ -682,18 +682,26 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
     var freed = 0
     var hits = 0
     var rest = slots.makeIterator()
-    // Without the lock until a slot's last reference: then with it, for all that follow.
+    // Without the lock until a slot's last reference: then with it, for all that follow,
+    // with the free list's tail and the hazard scan's number read once.
     while let s = rest.next() {
       checkSlot(s, "sf_buf_free")
       if dropReferenceIfNotLast(s, hit: false) { continue }
       machine.lock()
       locked = true
-      if dropReferenceLeavingCount(s, hit: false, hits: &hits) { freed &+= 1 }
+      var tail = book.pointee.freeTail
+      let scan = book.pointee.scans
+      var s = s
+      while true {
+        if dropReferenceLeavingCount(s, hit: false, hits: &hits, tail: &tail, scan: scan) {
+          freed &+= 1
+        }
+        guard let n = rest.next() else { break }
+        checkSlot(n, "sf_buf_free")
+        s = n
+      }
+      book.pointee.freeTail = tail
       break
-    }
-    while locked, let s = rest.next() {
-      checkSlot(s, "sf_buf_free")
-      if dropReferenceLeavingCount(s, hit: false, hits: &hits) { freed &+= 1 }
     }
     if freed > 0 {
       book.pointee.freeCount += freed
