@@ -157,7 +157,6 @@ extension SFBufAllocator {
           if s >= 0 { forget(s) }
         }
       }
-      book.pointee.counters.misses &+= count
       claimRun(first, count: count, inOrder: inOrder, key: key, fill: fill)
       try mapClaimed(first, count: count, flags, page: { made($0, fill) })
       return (first, count)
@@ -218,39 +217,48 @@ extension SFBufAllocator {
           forget(c)
         }
       }
-      let s = first &+ i
-      if state(s).pointee.page != nil { unhash(s) }
-      fill(i, &state(s).pointee.page)
-      checkFilled(&state(s).pointee.page, key: k)
-      claimedUncounted(s, key: k, bucket: b)
+      claimSlot(first &+ i, page: i, key: k, bucket: b, fill: fill)
     }
     checkWired(run: made(0, fill), count: count)
-    unlinkFree(run: first, count: count, inOrder: inOrder)
-    book.pointee.counters.misses &+= count
-    book.pointee.freeCount -= count
-    book.pointee.mappingsInFlight += count
-    if mapsOutsideLock { countUsed(count) }
+    claimedRun(first, count: count, inOrder: inOrder)
     return (first, count)
   }
 
   /// Claims the `count` free slots from `first` for the run's pages, as ``claim(_:for:)``
-  /// claims one each, with the counts (free, in flight, in use) updated once. `fill` stores
-  /// page `i` in a cell that still holds the page its slot cached (or `nil`), so that it may
-  /// be reused; the caller checked that the run's pages are wired, and whether the slots
-  /// follow each other on the free list (`inOrder`: ``freeStretch(from:to:)``). Locked.
+  /// claims one each, with the counts (misses, free, in flight, in use) updated once. The
+  /// caller checked that the run's pages are wired, and whether the slots follow each other
+  /// on the free list (`inOrder`: ``freeStretch(from:to:)``). Locked.
   @inlinable @inline(__always) func claimRun(
     _ first: Int, count: Int, inOrder: Bool, key: (Int) -> UInt,
     fill: (_ i: Int, _ cell: inout Page?) -> Void
   ) {
-    unlinkFree(run: first, count: count, inOrder: inOrder)
     for i in 0..<count {
-      let s = first &+ i
-      if state(s).pointee.page != nil { unhash(s) }
-      fill(i, &state(s).pointee.page)
       let k = key(i)
-      checkFilled(&state(s).pointee.page, key: k)
-      claimedUncounted(s, key: k)
+      claimSlot(first &+ i, page: i, key: k, bucket: bucket(k), fill: fill)
     }
+    claimedRun(first, count: count, inOrder: inOrder)
+  }
+
+  /// Claims free slot `s` of a run for page `i`, whose key is `k` and bucket `b`: the page
+  /// the slot cached leaves the hash, and `fill` stores page `i` in the slot's cell, which
+  /// still holds that page (or `nil`), so that it may be reused. The slot stays on the free
+  /// list and uncounted until ``claimedRun(_:count:inOrder:)``. Locked.
+  @inlinable @inline(__always) func claimSlot(
+    _ s: Int, page i: Int, key k: UInt, bucket b: Int,
+    fill: (_ i: Int, _ cell: inout Page?) -> Void
+  ) {
+    if state(s).pointee.page != nil { unhash(s) }
+    fill(i, &state(s).pointee.page)
+    checkFilled(&state(s).pointee.page, key: k)
+    claimedUncounted(s, key: k, bucket: b)
+  }
+
+  /// Ends the claims of the `count` slots from `first` (``claimSlot(_:page:key:bucket:fill:)``):
+  /// they leave the free list (in one splice when `inOrder`), and the counts change once.
+  /// Locked.
+  @inlinable @inline(__always) func claimedRun(_ first: Int, count: Int, inOrder: Bool) {
+    unlinkFree(run: first, count: count, inOrder: inOrder)
+    book.pointee.counters.misses &+= count
     book.pointee.freeCount -= count
     book.pointee.mappingsInFlight += count
     if mapsOutsideLock { countUsed(count) }

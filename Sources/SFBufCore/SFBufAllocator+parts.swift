@@ -248,19 +248,17 @@ extension SFBufAllocator {
         // its hits since took the lock.
         assert(SlotLine.hits(w) == 0, "a locked-only slot's word counts hits")
         l.pointee.word.store(desired, ordering: .releasing)
-        if refs > 1 { return false }
-        linkFree(s, tail: &tail, scan: scan)
-        return true
-      }
-      let (done, now) = l.pointee.word.weakCompareExchange(
-        expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
-        failureOrdering: .relaxed)
-      if !done {
-        w = now
-        continue
+      } else {
+        let (done, now) = l.pointee.word.weakCompareExchange(
+          expected: w, desired: desired, successOrdering: .acquiringAndReleasing,
+          failureOrdering: .relaxed)
+        if !done {
+          w = now
+          continue
+        }
+        if refs == 1 { hits &+= SlotLine.hits(w &- minus) }
       }
       if refs > 1 { return false }
-      hits &+= SlotLine.hits(w &- minus)
       linkFree(s, tail: &tail, scan: scan)
       return true
     }

@@ -678,31 +678,30 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ///   caller holds references to it).
   @inlinable
   public func free<Slots: Sequence<Int>>(slots: Slots) {
-    var locked = false
-    var freed = 0
-    var hits = 0
-    var rest = slots.makeIterator()
     // Without the lock until a slot's last reference: then with it, for all that follow,
     // with the free list's tail and the hazard scan's number read once.
-    while let s = rest.next() {
+    var rest = slots.makeIterator()
+    var next = rest.next()
+    while let s = next {
       checkSlot(s, "sf_buf_free")
-      if dropReferenceIfNotLast(s, hit: false) { continue }
-      machine.lock()
-      locked = true
-      var tail = book.pointee.freeTail
-      let scan = book.pointee.scans
-      var s = s
-      while true {
-        if dropReferenceLeavingCount(s, hit: false, hits: &hits, tail: &tail, scan: scan) {
-          freed &+= 1
-        }
-        guard let n = rest.next() else { break }
-        checkSlot(n, "sf_buf_free")
-        s = n
-      }
-      book.pointee.freeTail = tail
-      break
+      if !dropReferenceIfNotLast(s, hit: false) { break }
+      next = rest.next()
     }
+    guard var s = next else { return }
+    machine.lock()
+    var freed = 0
+    var hits = 0
+    var tail = book.pointee.freeTail
+    let scan = book.pointee.scans
+    while true {
+      if dropReferenceLeavingCount(s, hit: false, hits: &hits, tail: &tail, scan: scan) {
+        freed &+= 1
+      }
+      guard let n = rest.next() else { break }
+      checkSlot(n, "sf_buf_free")
+      s = n
+    }
+    book.pointee.freeTail = tail
     if freed > 0 {
       book.pointee.freeCount += freed
       book.pointee.counters.hits &+= hits
@@ -710,7 +709,7 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
       wakeWaiters()
     }
     let idle = freed > 0 && isIdle
-    if locked { machine.unlock() }
+    machine.unlock()
     if idle { machine.windowBecameIdle() }
   }
 
