@@ -74,8 +74,26 @@
     /// zeros, whose size is sealed (`memfd_create`, `ftruncate`, `F_ADD_SEALS`).
     ///
     /// Memory is used only for the pages that are written or wired.
+    ///
+    /// - Parameters:
+    ///   - size: The object's size in bytes.
+    ///   - name: The memfd's name, as `/proc/<pid>/maps` shows it.
+    ///   - access: `.readWrite` (the default: mappings may be written) or `.readOnly`
+    ///     (mappings are read-only; the object's ``fileDescriptor`` can still write its
+    ///     contents, with `pwrite`). `.writeOnly` is a programming error and traps.
+    ///     A reader that never writes through its mappings should ask for `.readOnly`: the
+    ///     host keeps the pages of a memfd dirty, so a writable mapping's page-table entries
+    ///     are made dirty, and each remap of a slot then marks its old page dirty again as it
+    ///     tears the entry down; mapping a run of pages and reading it costs tens of
+    ///     nanoseconds more per page for that (see the README's "Reading only? Map read-only").
     /// - Throws: ``VMError`` when `size` is not positive or the host refuses.
-    public static func anonymous(size: Int, name: String = "sfbuf") throws(VMError) -> VMObject {
+    public static func anonymous(
+      size: Int, name: String = "sfbuf", access: FileDescriptor.AccessMode = .readWrite
+    ) throws(VMError) -> VMObject {
+      precondition(
+        access != .writeOnly,
+        "VMObject.anonymous: access .writeOnly makes no sense for memory (use .readOnly or .readWrite)"
+      )
       guard size > 0 else { throw VMError.invalidSize(size) }
       let bytes = (size + vmPageSize - 1) / vmPageSize * vmPageSize
       let fd: CInt
@@ -91,7 +109,7 @@
       } catch {
         throw VMError.system("memfd_create", error)
       }
-      return VMObject(fd: fd, backing: .anonymous, access: .readWrite)
+      return VMObject(fd: fd, backing: .anonymous, access: access)
     }
 
     /// Opens the regular file at `path` as an object (`open(2)`).

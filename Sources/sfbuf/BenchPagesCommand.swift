@@ -303,7 +303,10 @@ final class PageBench: @unchecked Sendable {
     pages = objectPages ?? 16 * nsfbufs
     hotPages = min(2 * Self.hotPagesPerThread, pages)
     uniformPages = 8 * nsfbufs
-    object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-bench")
+    // Read-only, as every peer only reads (the C loop and the mmap peer map with PROT_READ):
+    // a writable mapping of a memfd costs more per remapped page (VMObject.anonymous).
+    object = try VMObject.anonymous(
+      size: pages * vmPageSize, name: "sfbuf-bench", access: .readOnly)
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
     faithful = try SFBufPool(nsfbufs: nsfbufs, policy: .faithful)

@@ -62,7 +62,9 @@ struct RunCommand: ParsableCommand {
     SignalWatcher.start()
     let pool = try poolOptions.makePool()
     SignalWatcher.onStatus { pool.stats.netstatLines }
-    let object = try VMObject.anonymous(size: pages * vmPageSize, name: "sfbuf-run")
+    // Its threads only read through their mappings (the tags go in with pwrite).
+    let object = try VMObject.anonymous(
+      size: pages * vmPageSize, name: "sfbuf-run", access: .readOnly)
     try tagPages(object, count: pages)
     try object.wire(pages: 0..<pages)
     defer { object.unwire(pages: 0..<pages) }

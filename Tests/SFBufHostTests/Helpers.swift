@@ -12,8 +12,10 @@ func tag(_ object: VMObject, _ index: Int) -> UInt64 {
 }
 
 /// An anonymous object of `pages` pages, each tagged and wired.
-func taggedAnonymous(pages: Int) throws -> VMObject {
-  let o = try VMObject.anonymous(size: pages * vmPageSize)
+func taggedAnonymous(pages: Int, access: FileDescriptor.AccessMode = .readWrite) throws
+  -> VMObject
+{
+  let o = try VMObject.anonymous(size: pages * vmPageSize, access: access)
   try writeTags(o, pages: pages)
   try o.wire(pages: 0..<pages)
   return o

@@ -67,6 +67,40 @@ struct MappingTests {
     #expect(v == 0xDEAD_BEEF)
   }
 
+  /// What `/proc/self/maps` says of the mapping that holds `address`: its permissions
+  /// ("r--s", "rw-s").
+  func permissions(at address: UnsafeRawPointer) throws -> String? {
+    let a = UInt(bitPattern: address)
+    for line in try readProcMaps() {
+      let fields = line.split(separator: " ")
+      let range = fields[0].split(separator: "-").compactMap { UInt($0, radix: 16) }
+      if range.count == 2, range[0] <= a, a < range[1] { return String(fields[1]) }
+    }
+    return nil
+  }
+
+  /// An anonymous object asked for read-only maps read-only in every way a page reaches a
+  /// mapping (one page, a run, the direct map), and its descriptor still writes its pages;
+  /// the default stays writable.
+  @Test("an anonymous object's access sets its mappings' protection", arguments: Impl.allCases)
+  func anonymousAccess(impl: Impl) throws {
+    let pool = try makePool(impl)
+    for (access, expected) in [(FileDescriptor.AccessMode.readOnly, "r--s"), (.readWrite, "rw-s")] {
+      let o = try taggedAnonymous(pages: 4, access: access)
+      #expect(o.access == access)
+      let one = try pool.allocate(o.page(0))
+      #expect(readTag(one) == tag(o, 0))
+      #expect(try permissions(at: one.address) == expected, "one page, \(access)")
+      var run = try pool.allocateBatch(of: o, pages: 1..<4)
+      #expect(run.count == 3)
+      for j in 0..<run.count {
+        #expect(run.address(j).load(as: UInt64.self) == tag(o, 1 + j))
+        #expect(try permissions(at: run.address(j)) == expected, "a run's page \(j), \(access)")
+      }
+      run.removeAll()
+    }
+  }
+
   @Test("direct map: addresses are arithmetic, flags ignored, counters read 0")
   func directMap() throws {
     let pool = SFBufPool.directMap()

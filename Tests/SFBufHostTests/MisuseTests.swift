@@ -69,6 +69,17 @@ struct MisuseTests {
     }
   }
 
+  @Test("an anonymous object asked for write-only access")
+  func writeOnlyAnonymous() async {
+    let result = await #expect(
+      processExitsWith: .failure, observing: [\.standardErrorContent]
+    ) {
+      _ = try? VMObject.anonymous(size: 4096, access: .writeOnly)
+    }
+    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(message.contains("access .writeOnly"), "the trap names the misuse")
+  }
+
   @Test("allocating a page that is not wired (window)")
   func unwiredWindow() async {
     await #expect(processExitsWith: .failure) {
