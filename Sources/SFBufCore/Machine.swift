@@ -155,10 +155,7 @@ public protocol SFBufMachine: AnyObject {
   /// Drops the translations of the free slots `slots` (a contiguous range) with one call, so
   /// that the next ``map(_:slot:)`` of each replaces nothing present and needs no TLB
   /// shootdown. Each slot must still map its page afterwards (a later access may fault it
-  /// back in), because the allocator keeps the slots cached. *Locked*; except on a machine
-  /// that ``mapsConcurrently``, where the batched policy also calls it without the lock on
-  /// the slots of a page run it has claimed, just before mapping the run over them, when
-  /// other slots are in use.
+  /// back in), because the allocator keeps the slots cached. *Locked.*
   func unmap(slots: Range<Int>)
 
   /// Whether ``map(run:count:slot:)`` maps runs of consecutive pages with one call.

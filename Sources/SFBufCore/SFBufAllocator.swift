@@ -502,22 +502,11 @@ public final class SFBufAllocator<Machine: SFBufMachine> {
   ) throws(SFBufError) {
     let slots = first..<(first + count)
     let outside = mapsOutsideLock
-    // A run mapped outside the lock while other slots are in use first drops whatever
-    // translations its slots still hold (``SFBufMachine/unmap(slots:)``): the holders of the
-    // others may be touching their pages meanwhile, which a map replacing translations could
-    // hold up (the host's `mmap` then holds the process's mapping lock for writing while it
-    // tears them down). With no other slot in use the map replaces them itself: one machine
-    // call instead of two.
-    var unmapFirst = false
-    if outside && count > 1 && book.pointee.counters.nsfbufsused > count {
-      // A loop, not `contains(where:)`, which allocates in unoptimized builds.
-      for s in slots where !line(s).pointee.released {
-        unmapFirst = true
-        break
-      }
-    }
+    // A run's map replaces whatever translations its slots still hold, whether or not
+    // other slots are in use: dropping them first with a call of their own
+    // (``SFBufMachine/unmap(slots:)``) was measured slower on the host, with two threads
+    // scanning (see the README's "Then: like with like").
     if outside { machine.unlock() }
-    if unmapFirst { machine.unmap(slots: slots) }
     let result = Result { () throws(SFBufMapError) in
       count == 1
         ? try machine.map(page(0), slot: slots.lowerBound)

@@ -217,11 +217,9 @@
     /// One `madvise(MADV_DONTNEED)` over the slots: their page-table entries go (one TLB
     /// shootdown for all of them when other threads run), their mappings stay, so a slot still
     /// maps its page and an access faults it back in; the next `mmap` over a slot replaces
-    /// nothing present and needs no shootdown. Before a page run while other slots are in
-    /// use, it moves that run's page-table teardown out of the `mmap`, which holds the
-    /// process's mapping lock for writing, into a call that holds it only for reading. Slots
-    /// in several regions are still one call, over the gaps between them too (where nothing
-    /// is mapped), so that they cost one shootdown.
+    /// nothing present and needs no shootdown. Slots in several regions are still one call,
+    /// over the gaps between them too (where nothing is mapped), so that they cost one
+    /// shootdown.
     public func unmap(slots: Range<Int>) {
       guard !slots.isEmpty else { return }
       unmapCallCount.add(1, ordering: .relaxed)
