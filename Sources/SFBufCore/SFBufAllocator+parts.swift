@@ -216,11 +216,12 @@ extension SFBufAllocator {
   /// now. Locked.
   @inlinable @discardableResult func dropReferenceLocked(_ s: Int, hit: Bool) -> Bool {
     var hits = 0
+    // The tail moves only when the slot goes free, which is when it is stored back.
     var tail = book.pointee.freeTail
-    let last = dropReferenceLeavingCount(
-      s, hit: hit, hits: &hits, tail: &tail, scan: book.pointee.scans)
+    guard
+      dropReferenceLeavingCount(s, hit: hit, hits: &hits, tail: &tail, scan: book.pointee.scans)
+    else { return false }
     book.pointee.freeTail = tail
-    guard last else { return false }
     book.pointee.counters.hits &+= hits
     book.pointee.freeCount += 1
     book.pointee.counters.nsfbufsused -= 1
